@@ -1,0 +1,201 @@
+"""The `supportflow` command line.
+
+Each domain keeps its commands in `orchestration/commands/<domain>.py` and registers them in
+`COMMAND_MODULES`. Bad input gets one line on stderr and exit code 2; nothing half-written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from orchestration.settings import ConfigError, Settings
+
+# Domain command modules; each exposes `register(cli: click.Group) -> None`.
+COMMAND_MODULES: list[str] = []
+
+
+class UserError(click.ClickException):
+    """A problem with what the user asked for: one line, exit 2."""
+
+    exit_code = 2
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """supportflow: customer-support data in PostgreSQL, orchestrated by Dagster."""
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The warehouse database."""
+
+
+@db.command("up")
+def db_up() -> None:
+    """Start the embedded server if needed, migrate, write the Dagster instance; print the URL."""
+    from orchestration.instance import write_instance
+    from orchestration.runtime import warehouse_url
+
+    settings = load_settings()
+    url = warehouse_url(settings)
+    write_instance(settings)
+    click.echo(url)
+
+
+@db.command("url")
+def db_url() -> None:
+    """Print the warehouse URL (starting the embedded server if needed)."""
+    from orchestration.runtime import warehouse_url
+
+    click.echo(warehouse_url(load_settings()))
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server."""
+    from resources.warehouse import stop_embedded_server
+
+    settings = load_settings()
+    if settings.database_url:
+        raise UserError("SUPPORTFLOW_DATABASE_URL is set: supportflow does not manage that server")
+    stopped = stop_embedded_server(settings.home)
+    click.echo("stopped" if stopped else "not running")
+
+
+# --- queue --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def queue() -> None:
+    """Message queues."""
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every line a JSON object; the first bad line is an error naming its number."""
+    bodies: list[dict] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+        if not isinstance(body, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(body).__name__}")
+        bodies.append(body)
+    return bodies
+
+
+@queue.command("send")
+@click.argument("queue_name", metavar="QUEUE")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+def queue_send(queue_name: str, file: Path) -> None:
+    """Publish FILE.jsonl (one JSON object a line) to QUEUE."""
+    from orchestration.runtime import make_queues, warehouse_url
+    from resources.queues import QueueError, validate_queue_name
+
+    try:
+        validate_queue_name(queue_name)
+    except QueueError as exc:
+        raise UserError(str(exc)) from exc
+    bodies = read_jsonl(file)
+    settings = load_settings()
+    if settings.queue_backend == "postgres":
+        warehouse_url(settings)
+    sent = make_queues(settings).send(queue_name, bodies)
+    click.echo(f"sent {sent} message(s) to {queue_name}")
+
+
+@queue.command("stats")
+def queue_stats() -> None:
+    """Depth, in flight, delayed and dead-lettered messages per queue."""
+    from orchestration.runtime import make_queues, warehouse_url
+
+    settings = load_settings()
+    if settings.queue_backend == "postgres":
+        warehouse_url(settings)
+    rows = make_queues(settings).stats()
+    click.echo(f"{'queue':<28}{'visible':>10}{'in flight':>11}{'delayed':>10}{'dead':>8}")
+    for row in rows:
+        click.echo(
+            f"{row.queue:<28}{row.visible:>10}{row.in_flight:>11}{row.delayed:>10}{row.dead:>8}"
+        )
+
+
+# --- dagster ------------------------------------------------------------------------------------
+
+
+@cli.command("dev")
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True)
+def dev(port: int, host: str) -> None:
+    """Open the Dagster UI (and daemon) on the supportflow code location."""
+    import os
+
+    from orchestration.instance import write_instance
+    from orchestration.runtime import warehouse_url
+
+    settings = load_settings()
+    warehouse_url(settings)
+    write_instance(settings)
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "orchestration.definitions",
+            "-h",
+            host,
+            "-p",
+            str(port),
+        ],
+    )
+
+
+def _register_domains() -> None:
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: click without its multi-line usage errors."""
+    _register_domains()
+    try:
+        cli.main(args=argv, prog_name="supportflow", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("supportflow: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        message = exc.format_message().replace("\n", " ")
+        click.echo(f"supportflow: error: {message}", err=True)
+        return exc.exit_code if isinstance(exc, UserError) else 2
+    except ConfigError as exc:
+        click.echo(f"supportflow: error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

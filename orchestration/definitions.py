@@ -1,0 +1,14 @@
+"""The supportflow code location: assembles each domain's definitions and the shared resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration.runtime import build_resources
+from orchestration.settings import Settings
+
+settings = Settings.from_env()
+
+defs = dg.Definitions.merge(
+    dg.Definitions(resources=build_resources(settings)),
+)

@@ -1,0 +1,59 @@
+"""The local Dagster instance: `$SUPPORTFLOW_HOME/dagster/dagster.yaml` on PostgreSQL.
+
+SQLite storage locks under concurrent runs, so even on one machine the instance keeps runs,
+events and schedules in database `dagster` of the warehouse server. Runs go through the queued
+coordinator so per-desk tag limits hold locally as they do in production.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from orchestration.settings import Settings
+from resources.warehouse import resolve_dagster_storage_url
+
+# Runs tagged with the same desk never overlap; the global limit keeps two cores usable.
+DESK_TAG = "supportflow/desk"
+LOCAL_MAX_CONCURRENT_RUNS = 4
+
+
+def instance_config(storage_url: str) -> dict:
+    return {
+        "storage": {"postgres": {"postgres_url": storage_url}},
+        "run_coordinator": {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {
+                "max_concurrent_runs": LOCAL_MAX_CONCURRENT_RUNS,
+                "tag_concurrency_limits": [
+                    {"key": DESK_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+                    {
+                        "key": "supportflow/queue",
+                        "value": {"applyLimitPerUniqueValue": True},
+                        "limit": 1,
+                    },
+                ],
+            },
+        },
+        "run_retries": {"enabled": True, "max_retries": 2},
+        "telemetry": {"enabled": False},
+        "nux": {"enabled": False},
+    }
+
+
+def write_instance(settings: Settings) -> Path:
+    """Write dagster.yaml (idempotent) and point DAGSTER_HOME at it for this process."""
+    dagster_home = settings.dagster_home
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    storage_url = resolve_dagster_storage_url(settings.database_url, Path(settings.home))
+    text = yaml.safe_dump(instance_config(storage_url), sort_keys=False)
+    target = dagster_home / "dagster.yaml"
+    if not target.exists() or target.read_text() != text:
+        tmp = target.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return target

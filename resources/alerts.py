@@ -1,0 +1,71 @@
+"""Alerts for operators: always logged and stored in `control.alerts`; published to SNS when
+`SUPPORTFLOW_ALERT_SNS_TOPIC_ARN` is set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg.types.json import Jsonb
+
+from resources.warehouse import get_pool, resolve_database_url
+
+log = logging.getLogger("supportflow.alerts")
+
+
+class AlertsResource(dg.ConfigurableResource):
+    database_url: str = ""
+    home: str = ".supportflow"
+    sns_topic_arn: str = ""
+    aws_endpoint_url: str = ""
+
+    def raise_alert(
+        self,
+        source: str,
+        summary: str,
+        details: dict[str, Any] | None = None,
+        severity: str = "error",
+    ) -> None:
+        """Record an alert; never raises because of the alerting channel itself."""
+        details = details or {}
+        log.error(
+            "ALERT [%s] %s: %s %s", severity, source, summary, json.dumps(details, default=str)
+        )
+        url = resolve_database_url(self.database_url or None, Path(self.home))
+        with get_pool(url).connection() as conn:
+            conn.execute(
+                "insert into control.alerts (severity, source, summary, details) "
+                "values (%s, %s, %s, %s)",
+                (severity, source, summary, Jsonb(details)),
+            )
+        if self.sns_topic_arn:
+            try:
+                self._sns().publish(
+                    TopicArn=self.sns_topic_arn,
+                    Subject=f"supportflow {severity}: {source}"[:100],
+                    Message=json.dumps(
+                        {"source": source, "summary": summary, "severity": severity, **details},
+                        default=str,
+                    ),
+                )
+            except Exception as exc:  # the alert is stored; a broken SNS must not hide it
+                log.warning("could not publish alert to SNS: %s", type(exc).__name__)
+
+    def _sns(self):
+        import boto3
+
+        return boto3.client("sns", endpoint_url=self.aws_endpoint_url or None)
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        url = resolve_database_url(self.database_url or None, Path(self.home))
+        with get_pool(url).connection() as conn:
+            rows = conn.execute(
+                "select raised_at, severity, source, summary, details from control.alerts "
+                "order by alert_id desc limit %s",
+                (limit,),
+            ).fetchall()
+        keys = ("raised_at", "severity", "source", "summary", "details")
+        return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -1,0 +1,463 @@
+"""Durable message queues: one interface, two backends, and the drain loop every consumer uses.
+
+`postgres` (default) keeps messages in `control.queue_messages` of the warehouse and hands them
+out with `FOR UPDATE SKIP LOCKED`; `sqs` (production) uses Amazon SQS with a redrive policy to a
+dead-letter queue (see `resources/sqs.py`). Both give the same semantics:
+
+- a received message is invisible to other consumers until its visibility timeout passes;
+- a consumer that dies without acknowledging loses nothing: the message comes back;
+- every receive counts; after `max_receives` (5) the message moves to the dead-letter queue with
+  its last error;
+- `retry_later` hides a message for a growing delay (capped at 300 s);
+- each message carries a `dedup_id` (its idempotency id); a message whose id was acknowledged
+  before arrives flagged `previously_acked`, so the consumer can skip it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg.types.json import Jsonb
+
+from resources.warehouse import get_pool, resolve_database_url
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVES = 5
+MAX_RETRY_DELAY_SECONDS = 300
+QUEUE_NAMES = ("activities", "activity_deletes", "email_sent", "email_events", "feedback")
+# The id fields that make a message idempotent, in order of preference.
+IDEMPOTENCY_KEYS = ("activity_id", "notification_id", "event_id", "item_id", "message_id")
+
+
+class QueueError(RuntimeError):
+    """A queue operation failed or was given something it cannot send."""
+
+
+def validate_queue_name(queue: str) -> str:
+    """Queue names are the fixed ones, plus `email_events.<pod>`."""
+    base, _, pod = queue.partition(".")
+    if queue in QUEUE_NAMES or (base == "email_events" and pod and pod.replace("-", "").isalnum()):
+        return queue
+    raise QueueError(
+        f"unknown queue {queue!r}: expected one of {', '.join(QUEUE_NAMES)} or email_events.<pod>"
+    )
+
+
+def dedup_id_for(body: dict[str, Any]) -> str:
+    """The message's idempotency id: its id field, or a hash of its canonical JSON."""
+    for key in IDEMPOTENCY_KEYS:
+        value = body.get(key)
+        if value not in (None, ""):
+            return f"{key}:{value}"
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def retry_delay_seconds(receive_count: int, base_seconds: float = 10.0) -> float:
+    """Growing delay for the n-th failed receive: base, 2x base, 4x base ... capped at 300 s."""
+    return min(float(MAX_RETRY_DELAY_SECONDS), base_seconds * 2 ** max(receive_count - 1, 0))
+
+
+@dataclass(frozen=True)
+class Message:
+    queue: str
+    body: dict[str, Any]
+    dedup_id: str
+    receive_count: int
+    receipt: str
+    previously_acked: bool = False
+    enqueued_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dead: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    queue: str
+    body: dict[str, Any]
+    dedup_id: str
+    receive_count: int
+    error: str
+    dead_lettered_at: datetime | None = None
+
+
+class QueueResource(dg.ConfigurableResource):
+    """The queue interface. `PostgresQueues` and `SqsQueues` implement it."""
+
+    max_receives: int = MAX_RECEIVES
+
+    @abstractmethod
+    def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
+        """Enqueue each body (a JSON object); returns how many were sent."""
+
+    @abstractmethod
+    def receive(
+        self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
+    ) -> list[Message]:
+        """Up to `max_messages` visible messages, hidden from others for `visibility_timeout`."""
+
+    @abstractmethod
+    def ack(self, messages: Sequence[Message]) -> int:
+        """Delete messages whose effect is committed and remember their ids."""
+
+    @abstractmethod
+    def retry_later(self, message: Message, delay_seconds: float, error: str) -> bool:
+        """Hide the message for `delay_seconds` (capped at 300); dead-letter it instead when it
+        has used its receives. True when it was dead-lettered."""
+
+    @abstractmethod
+    def dead_letter(self, message: Message, error: str) -> None:
+        """Move the message to the dead-letter queue now, with the error."""
+
+    @abstractmethod
+    def depth(self, queue: str) -> int:
+        """Messages visible now (cheap: what a sensor looks at)."""
+
+    @abstractmethod
+    def stats(self) -> list[QueueStats]:
+        """Visible, in flight, delayed and dead messages per known queue."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead letters of a queue."""
+
+
+class PostgresQueues(QueueResource):
+    """Queues as tables in the warehouse (`control.queue_*`)."""
+
+    database_url: str = ""
+    home: str = ".supportflow"
+
+    def _pool(self):
+        return get_pool(resolve_database_url(self.database_url or None, Path(self.home)))
+
+    def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
+        validate_queue_name(queue)
+        rows = []
+        for body in bodies:
+            if not isinstance(body, dict):
+                raise QueueError(f"a message must be a JSON object, not {type(body).__name__}")
+            rows.append((queue, dedup_id_for(body), Jsonb(body)))
+        if not rows:
+            return 0
+        with self._pool().connection() as conn, conn.cursor() as cur:
+            if delay_seconds:
+                cur.executemany(
+                    "insert into control.queue_messages (queue, dedup_id, body, visible_at) "
+                    "values (%s, %s, %s, now() + make_interval(secs => %s))",
+                    [(*row, float(delay_seconds)) for row in rows],
+                )
+            else:
+                with cur.copy(
+                    "copy control.queue_messages (queue, dedup_id, body) from stdin"
+                ) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        return len(rows)
+
+    def receive(
+        self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
+    ) -> list[Message]:
+        with self._pool().connection() as conn:
+            # A message visible again after using all its receives was never acknowledged:
+            # its consumer died each time. It goes to the dead-letter table, as SQS redrive does.
+            conn.execute(
+                """
+                with exhausted as (
+                    delete from control.queue_messages
+                    where message_id in (
+                        select message_id from control.queue_messages
+                        where queue = %(queue)s and visible_at <= now()
+                          and receive_count >= %(max)s
+                        for update skip locked
+                    )
+                    returning *
+                )
+                insert into control.queue_dead_letters
+                    (message_id, queue, dedup_id, body, enqueued_at, receive_count, error)
+                select message_id, queue, dedup_id, body, enqueued_at, receive_count,
+                       'received ' || receive_count || ' times without acknowledgement'
+                       || coalesce('; last error: ' || last_error, '')
+                from exhausted
+                on conflict (message_id) do nothing
+                """,
+                {"queue": queue, "max": self.max_receives},
+            )
+            rows = conn.execute(
+                """
+                with picked as (
+                    select message_id from control.queue_messages
+                    where queue = %(queue)s and visible_at <= now()
+                    order by visible_at, message_id
+                    limit %(limit)s
+                    for update skip locked
+                )
+                update control.queue_messages m
+                set receive_count = m.receive_count + 1,
+                    visible_at = now() + make_interval(secs => %(timeout)s),
+                    lease_token = gen_random_uuid()
+                from picked
+                where m.message_id = picked.message_id
+                returning m.message_id, m.lease_token, m.dedup_id, m.body, m.receive_count,
+                          m.enqueued_at,
+                          exists (select 1 from control.queue_acks a
+                                  where a.queue = m.queue and a.dedup_id = m.dedup_id)
+                """,
+                {"queue": queue, "limit": max_messages, "timeout": float(visibility_timeout)},
+            ).fetchall()
+        rows.sort(key=lambda row: row[0])
+        return [
+            Message(
+                queue=queue,
+                body=body,
+                dedup_id=dedup_id,
+                receive_count=receive_count,
+                receipt=f"{message_id}:{lease}",
+                previously_acked=acked,
+                enqueued_at=enqueued_at,
+            )
+            for message_id, lease, dedup_id, body, receive_count, enqueued_at, acked in rows
+        ]
+
+    @staticmethod
+    def _parse_receipt(message: Message) -> tuple[int, str]:
+        message_id, _, lease = message.receipt.partition(":")
+        return int(message_id), lease
+
+    def ack(self, messages: Sequence[Message]) -> int:
+        if not messages:
+            return 0
+        ids, leases = zip(*(self._parse_receipt(m) for m in messages), strict=True)
+        with self._pool().connection() as conn:
+            # Only the current lease holder may delete: a consumer whose lease expired and whose
+            # message went to someone else acknowledges nothing.
+            deleted = conn.execute(
+                """
+                delete from control.queue_messages m
+                using unnest(%s::bigint[], %s::uuid[]) as a(message_id, lease_token)
+                where m.message_id = a.message_id and m.lease_token = a.lease_token
+                returning m.queue, m.dedup_id
+                """,
+                (list(ids), list(leases)),
+            ).fetchall()
+            if deleted:
+                queues, dedup_ids = zip(*deleted, strict=True)
+                conn.execute(
+                    """
+                    insert into control.queue_acks (queue, dedup_id)
+                    select * from unnest(%s::text[], %s::text[])
+                    on conflict do nothing
+                    """,
+                    (list(queues), list(dedup_ids)),
+                )
+        return len(deleted)
+
+    def retry_later(self, message: Message, delay_seconds: float, error: str) -> bool:
+        if message.receive_count >= self.max_receives:
+            self.dead_letter(message, error)
+            return True
+        message_id, lease = self._parse_receipt(message)
+        delay = min(float(delay_seconds), float(MAX_RETRY_DELAY_SECONDS))
+        with self._pool().connection() as conn:
+            conn.execute(
+                """
+                update control.queue_messages
+                set visible_at = now() + make_interval(secs => %s), lease_token = null,
+                    last_error = %s
+                where message_id = %s and lease_token = %s
+                """,
+                (delay, error, message_id, lease),
+            )
+        return False
+
+    def dead_letter(self, message: Message, error: str) -> None:
+        message_id, lease = self._parse_receipt(message)
+        with self._pool().connection() as conn:
+            conn.execute(
+                """
+                with moved as (
+                    delete from control.queue_messages
+                    where message_id = %s and lease_token = %s
+                    returning *
+                )
+                insert into control.queue_dead_letters
+                    (message_id, queue, dedup_id, body, enqueued_at, receive_count, error)
+                select message_id, queue, dedup_id, body, enqueued_at, receive_count, %s
+                from moved
+                on conflict (message_id) do nothing
+                """,
+                (message_id, lease, error),
+            )
+
+    def depth(self, queue: str) -> int:
+        with self._pool().connection() as conn:
+            row = conn.execute(
+                "select count(*) from control.queue_messages "
+                "where queue = %s and visible_at <= now()",
+                (queue,),
+            ).fetchone()
+        return int(row[0])
+
+    def stats(self) -> list[QueueStats]:
+        with self._pool().connection() as conn:
+            rows = conn.execute(
+                """
+                with live as (
+                    select queue,
+                           count(*) filter (where visible_at <= now()) as visible,
+                           count(*) filter (where visible_at > now() and lease_token is not null)
+                               as in_flight,
+                           count(*) filter (where visible_at > now() and lease_token is null)
+                               as delayed
+                    from control.queue_messages group by queue
+                ), dead as (
+                    select queue, count(*) as dead from control.queue_dead_letters group by queue
+                )
+                select coalesce(live.queue, dead.queue), coalesce(visible, 0),
+                       coalesce(in_flight, 0), coalesce(delayed, 0), coalesce(dead, 0)
+                from live full join dead on dead.queue = live.queue
+                """
+            ).fetchall()
+        found = {row[0]: QueueStats(*row) for row in rows}
+        for queue in QUEUE_NAMES:
+            found.setdefault(queue, QueueStats(queue, 0, 0, 0, 0))
+        return [found[name] for name in sorted(found)]
+
+    def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        with self._pool().connection() as conn:
+            rows = conn.execute(
+                """
+                select queue, body, dedup_id, receive_count, error, dead_lettered_at
+                from control.queue_dead_letters where queue = %s
+                order by dead_lettered_at desc, message_id desc limit %s
+                """,
+                (queue, limit),
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def prune_acks(self, older_than_days: int = 14) -> int:
+        """Forget acknowledged ids older than the window in which duplicates arrive."""
+        with self._pool().connection() as conn:
+            cur = conn.execute(
+                "delete from control.queue_acks where acked_at < now() - make_interval(days => %s)",
+                (older_than_days,),
+            )
+            return cur.rowcount
+
+
+# --- the drain loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchOutcome:
+    """What a consumer made of a batch. Messages named in neither map were applied."""
+
+    rejected: dict[str, str] = field(default_factory=dict)  # receipt -> why it is malformed
+    failed: dict[str, str] = field(default_factory=dict)  # receipt -> passing error, retry later
+
+
+@dataclass
+class DrainReport:
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+
+    def as_metadata(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+AlertFn = Callable[[str, str, dict[str, Any]], None]
+
+
+def drain(
+    queues: QueueResource,
+    queue: str,
+    apply_batch: Callable[[list[Message]], BatchOutcome | None],
+    *,
+    raise_alert: AlertFn | None = None,
+    batch_size: int = 500,
+    visibility_timeout: float = 300.0,
+    retry_base_seconds: float = 10.0,
+    max_seconds: float = 600.0,
+    skip_previously_acked: bool = True,
+) -> DrainReport:
+    """Receive, apply, then acknowledge, until the queue has nothing visible (or time is up).
+
+    `apply_batch` commits the effect of the messages it is given and reports malformed ones
+    (dead-lettered at once) and ones that failed for a passing cause (retried with growing delay,
+    dead-lettered after `max_receives`). If it raises, the whole batch is retried. Dead letters
+    raise an alert.
+    """
+    report = DrainReport()
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        messages = queues.receive(
+            queue, max_messages=batch_size, visibility_timeout=visibility_timeout
+        )
+        if not messages:
+            break
+        report.batches += 1
+        report.received += len(messages)
+        fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
+        duplicates = [m for m in messages if skip_previously_acked and m.previously_acked]
+        try:
+            outcome = apply_batch(fresh) if fresh else BatchOutcome()
+        except Exception as exc:  # the batch's effect was rolled back: all of it comes again
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("queue %s: batch of %d failed, will retry: %s", queue, len(fresh), error)
+            outcome = BatchOutcome(failed={m.receipt: error for m in fresh})
+        outcome = outcome or BatchOutcome()
+        to_ack = list(duplicates)
+        dead: list[tuple[Message, str]] = []
+        retried_now = 0
+        for message in fresh:
+            if message.receipt in outcome.rejected:
+                reason = outcome.rejected[message.receipt]
+                queues.dead_letter(message, reason)
+                report.rejected += 1
+                dead.append((message, reason))
+            elif message.receipt in outcome.failed:
+                reason = outcome.failed[message.receipt]
+                delay = retry_delay_seconds(message.receive_count, retry_base_seconds)
+                if queues.retry_later(message, delay, reason):
+                    report.dead_lettered += 1
+                    dead.append((message, reason))
+                else:
+                    retried_now += 1
+            else:
+                to_ack.append(message)
+        queues.ack(to_ack)
+        report.retried += retried_now
+        report.duplicates += len(duplicates)
+        report.applied += len(to_ack) - len(duplicates)
+        if dead and raise_alert is not None:
+            raise_alert(
+                f"queue:{queue}",
+                f"{len(dead)} message(s) moved to the dead-letter queue of {queue}",
+                {"errors": sorted({reason for _, reason in dead})[:20], "count": len(dead)},
+            )
+        if fresh and retried_now == len(fresh):
+            break  # the whole batch failed for a passing cause: let the delay pass, don't spin
+    return report

@@ -1,0 +1,83 @@
+"""The CLI as a user runs it: a separate process, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_db_up_prints_a_url_psql_can_use_and_is_idempotent(db_url, sf_home):
+    first = run_cli("db", "up")
+    assert first.returncode == 0, first.stderr
+    url = first.stdout.strip()
+    assert url == db_url
+    psql = subprocess.run(
+        ["psql", url, "-Atc", "select count(*) from control.schema_migrations"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    migrations = psql.stdout.strip()
+    second = run_cli("db", "up")
+    assert second.returncode == 0 and second.stdout.strip() == url
+    again = subprocess.run(
+        ["psql", url, "-Atc", "select count(*) from control.schema_migrations"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert again.stdout.strip() == migrations
+    assert (sf_home / "dagster" / "dagster.yaml").exists()
+
+
+def test_queue_send_and_stats(tmp_path, pg_queues):
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps({"activity_id": f"q{i}"}) for i in range(3)) + "\n")
+    sent = run_cli("queue", "send", "activities", str(path))
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 3" in sent.stdout
+    stats = run_cli("queue", "stats")
+    line = next(x for x in stats.stdout.splitlines() if x.startswith("activities "))
+    assert line.split()[1:] == ["3", "0", "0", "0"]
+
+
+@pytest.mark.parametrize(
+    ("args", "content", "expected"),
+    [
+        (("queue", "send", "activities"), '{"activity_id": 1}\n{not json\n', "events.jsonl:2"),
+        (("queue", "send", "activities"), '{"activity_id": 1}\n[1, 2]\n', "expected a JSON object"),
+        (("queue", "send", "nowhere"), '{"activity_id": 1}\n', "unknown queue 'nowhere'"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2_and_sends_nothing(
+    tmp_path, pg_queues, args, content, expected
+):
+    path = tmp_path / "events.jsonl"
+    path.write_text(content)
+    result = run_cli(*args, str(path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert expected in result.stderr
+    assert all(s.visible == 0 for s in pg_queues.stats())
+
+
+def test_unknown_command_and_bad_backend_are_one_line_errors():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    bad = run_cli("queue", "stats", env={"SUPPORTFLOW_QUEUE_BACKEND": "kafka"})
+    assert bad.returncode == 2
+    assert "SUPPORTFLOW_QUEUE_BACKEND" in bad.stderr

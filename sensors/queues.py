@@ -31,17 +31,18 @@ def queue_drain_sensor(
     *,
     name: str,
     queue: str,
-    job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition,
+    job_name: str,
     description: str,
     minimum_interval_seconds: int = 15,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     run_config: dict | None = None,
 ) -> dg.SensorDefinition:
-    """A sensor that launches `job` when `queue` has visible messages and no drain is running."""
+    """A sensor that launches the job `job_name` when `queue` has visible messages and no drain
+    run for it is in progress. Taking the job by name keeps sensors free of asset imports."""
 
     @dg.sensor(
         name=name,
-        job=job,
+        job_name=job_name,
         description=description,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,

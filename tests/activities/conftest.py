@@ -1,0 +1,26 @@
+"""Fixtures for the activities tests: a clean slate of activity tables and unique tenants."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+
+_tenants = itertools.count(1)
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id no other test uses, so tests never see each other's rows."""
+    return f"t{next(_tenants)}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def activity_tables(db):
+    """Empty activity tables (ours only) and empty queue tables."""
+    db.execute(
+        "truncate raw.activities, raw.activity_ids, raw.activity_deleted_tickets, "
+        "control.queue_messages, control.queue_dead_letters, control.queue_acks"
+    )
+    return db

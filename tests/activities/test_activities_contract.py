@@ -1,0 +1,110 @@
+"""The contract the email-delivery consumer relies on: parse_activity + insert_activities."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+from activities_helpers import make_event
+
+from assets.activity_events import (
+    InvalidActivity,
+    insert_activities,
+    parse_activity,
+    partition_name,
+)
+
+
+def test_insert_is_idempotent_on_activity_id_and_does_not_commit(db_url, activity_tables, tenant):
+    now = datetime.now(UTC)
+    first = parse_activity(make_event(tenant, 1, when=now.isoformat()))
+    # the same id again, even with another timestamp, and twice within one batch
+    moved = parse_activity(make_event(tenant, 1, when=(now - timedelta(days=3)).isoformat()))
+    second = parse_activity(make_event(tenant, 2, when=now.isoformat()))
+    with psycopg.connect(db_url) as conn:
+        assert insert_activities(conn, [first, second, first, moved]) == 2
+        assert insert_activities(conn, [first, moved]) == 0
+        conn.rollback()  # the caller owns the transaction: nothing was committed
+    count = activity_tables.execute(
+        "select count(*) from raw.activities where tenant_id = %s", (tenant,)
+    ).fetchone()[0]
+    assert count == 0
+    with psycopg.connect(db_url) as conn:
+        assert insert_activities(conn, [first, second]) == 2
+    with psycopg.connect(db_url) as conn:
+        assert insert_activities(conn, [moved, second]) == 0
+    rows = activity_tables.execute(
+        "select activity_id, tableoid::regclass::text from raw.activities "
+        "where tenant_id = %s order by activity_id",
+        (tenant,),
+    ).fetchall()
+    assert rows == [
+        (first.activity_id, f"raw.{partition_name(now.date())}"),
+        (second.activity_id, f"raw.{partition_name(now.date())}"),
+    ]
+
+
+def test_system_failure_activity_creates_a_missing_partition(db_url, activity_tables, tenant):
+    day = date.today() - timedelta(days=40)
+    body = {
+        "activity_id": f"{tenant}-bounce",
+        "tenant_id": tenant,
+        "ticket_id": 7,
+        "actor_type": "system",
+        "actor_id": "email-delivery",
+        "action": "email_delivery_failed",
+        "occurred_at": f"{day.isoformat()}T23:30:00-02:00",  # the next UTC day
+        "details": {"provider": "mailgun", "recipient": "a@example.com", "reason": "bounced"},
+    }
+    activity = parse_activity(body)
+    assert activity.category is None
+    assert activity.day == day + timedelta(days=1)
+    with psycopg.connect(db_url) as conn:
+        assert insert_activities(conn, [activity]) == 1
+    row = activity_tables.execute(
+        "select tableoid::regclass::text, details, category from raw.activities "
+        "where activity_id = %s",
+        (activity.activity_id,),
+    ).fetchone()
+    assert row == (
+        f"raw.{partition_name(day + timedelta(days=1))}",
+        {"provider": "mailgun", "recipient": "a@example.com", "reason": "bounced"},
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"activity_id": ""}, "activity_id"),
+        ({"activity_id": None}, "activity_id"),
+        ({"tenant_id": "../etc"}, "tenant_id"),
+        ({"ticket_id": -1}, "ticket_id"),
+        ({"ticket_id": True}, "ticket_id"),
+        ({"ticket_id": "12a"}, "ticket_id"),
+        ({"actor_type": "robot"}, "actor_type"),
+        ({"actor_id": {"id": 1}}, "actor_id"),
+        ({"action": "Status Changed"}, "action"),
+        ({"occurred_at": "2026-11-20T10:00:00"}, "occurred_at"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"occurred_at": 1700000000}, "occurred_at"),
+        ({"occurred_at": "2999-01-01T00:00:00Z"}, "occurred_at"),
+        ({"changes": ["status"]}, "changes"),
+        ({"rule": "observer"}, "rule"),
+        ({"details": {"rule": {}}}, "details"),
+        ({"type": "email"}, "type"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_events_name_the_field(change, field):
+    body = make_event("acme", 1, **change)
+    with pytest.raises(InvalidActivity, match=rf"^{field}: "):
+        parse_activity(body)
+
+
+def test_missing_field_is_named():
+    body = make_event("acme", 1)
+    del body["actor_id"]
+    with pytest.raises(InvalidActivity, match="^actor_id: missing"):
+        parse_activity(body)

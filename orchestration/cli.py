@@ -16,7 +16,7 @@ import click
 from orchestration.settings import ConfigError, Settings
 
 # Domain command modules; each exposes `register(cli: click.Group) -> None`.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["orchestration.commands.webhooks"]
 
 
 class UserError(click.ClickException):

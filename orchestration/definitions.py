@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets import analytics
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 
@@ -11,4 +12,5 @@ settings = Settings.from_env()
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(settings)),
+    analytics.defs,
 )

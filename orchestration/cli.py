@@ -16,7 +16,10 @@ import click
 from orchestration.settings import ConfigError, Settings
 
 # Domain command modules; each exposes `register(cli: click.Group) -> None`.
-COMMAND_MODULES: list[str] = ["orchestration.commands.webhooks"]
+COMMAND_MODULES: list[str] = [
+    "orchestration.commands.webhooks",
+    "orchestration.commands.sandbox",
+]
 
 
 class UserError(click.ClickException):

@@ -134,11 +134,15 @@ analytics_hourly_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
+
+def dbt_resource() -> DbtCliResource:
+    """The dbt CLI resource over this project (resource key `dbt`)."""
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable())
+
+
 defs = dg.Definitions(
     assets=[analytics_dbt_models],
     jobs=[analytics_job],
     schedules=[analytics_hourly_schedule],
-    resources={
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=_dbt_executable()),
-    },
+    resources={"dbt": dbt_resource()},
 )

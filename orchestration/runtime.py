@@ -25,18 +25,21 @@ def _env_or_value(name: str, value: str | None) -> Any:
 
 
 def make_queues(settings: Settings, *, for_dagster: bool = False) -> QueueResource:
-    if settings.queue_backend == "sqs":
-        from resources.sqs import SqsQueues
-
-        return SqsQueues(
-            prefix=settings.sqs_prefix,
-            endpoint_url=settings.aws_endpoint_url or "",
-        )
     database_url = (
         _env_or_value("SUPPORTFLOW_DATABASE_URL", settings.database_url)
         if for_dagster
         else settings.database_url or ""
     )
+    if settings.queue_backend == "sqs":
+        from resources.sqs import SqsQueues
+
+        # The ack ledger (control.queue_acks) lives in the warehouse with either backend.
+        return SqsQueues(
+            prefix=settings.sqs_prefix,
+            endpoint_url=settings.aws_endpoint_url or "",
+            database_url=database_url,
+            home=str(settings.home),
+        )
     return PostgresQueues(database_url=database_url, home=str(settings.home))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -16,7 +17,7 @@ from resources.queues import (
     validate_queue_name,
 )
 
-BACKENDS = ["postgres"]
+BACKENDS = ["postgres", "sqs"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,6 +28,42 @@ def queues(request):
 @pytest.fixture
 def postgres_queue_backend(pg_queues):
     return pg_queues
+
+
+@pytest.fixture(scope="session")
+def moto_sqs_endpoint():
+    """moto's SQS server on a free loopback port (protocol tests with small queues only)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def sqs_queue_backend(moto_sqs_endpoint, settings, db_url, monkeypatch):
+    """SqsQueues against moto with a prefix of its own, so every test starts with empty queues."""
+    import uuid
+
+    from resources.sqs import SqsQueues
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return SqsQueues(
+        prefix=f"t{uuid.uuid4().hex[:10]}-",
+        endpoint_url=moto_sqs_endpoint,
+        region_name="us-east-1",
+        database_url=db_url,
+        home=str(settings.home),
+        wait_time_seconds=1,
+    )
 
 
 def wait_until_received(queues, queue, timeout=15.0, **kwargs):
@@ -57,6 +94,8 @@ def test_received_message_is_not_handed_to_a_second_consumer(queues):
     def consume():
         for _ in range(20):
             batch = queues.receive("activities", max_messages=5, visibility_timeout=60)
+            if not batch:
+                break  # every message is taken (and invisible) now
             with lock:
                 seen.extend(m.dedup_id for m in batch)
 
@@ -70,7 +109,8 @@ def test_received_message_is_not_handed_to_a_second_consumer(queues):
 
 def test_consumer_that_dies_without_ack_loses_nothing(queues):
     queues.send("activities", [{"activity_id": "dies"}])
-    first = wait_until_received(queues, "activities", visibility_timeout=1)
+    # (3 s: longer than the 1 s long poll of the sqs fixture, so "invisible" is not a race)
+    first = wait_until_received(queues, "activities", visibility_timeout=3)
     assert [m.dedup_id for m in first] == ["activity_id:dies"]
     # the consumer "dies": no ack. While invisible nobody else gets it ...
     assert queues.receive("activities", visibility_timeout=1) == []
@@ -96,10 +136,22 @@ def test_dead_letter_after_max_receives_keeps_body_and_error(queues):
     assert next(s for s in queues.stats() if s.queue == "activities").dead == 1
 
 
+def test_consumer_that_dies_every_time_ends_in_the_dead_letter_queue(queues):
+    # the backstop (SQS: the redrive policy) for a consumer that never gets to retry_later
+    queues.send("activities", [{"activity_id": "crashes-consumer"}])
+    for attempt in range(1, queues.max_receives + 1):
+        [got] = wait_until_received(queues, "activities", visibility_timeout=0)
+        assert got.receive_count == attempt
+    assert queues.receive("activities", visibility_timeout=0) == []
+    [dead] = queues.dead_letters("activities")
+    assert dead.body == {"activity_id": "crashes-consumer"}
+    assert "without acknowledgement" in dead.error
+
+
 def test_retry_later_hides_the_message_for_the_delay(queues):
     queues.send("email_sent", [{"notification_id": "n1"}])
     [message] = wait_until_received(queues, "email_sent", visibility_timeout=30)
-    assert queues.retry_later(message, 2, "notification store down") is False
+    assert queues.retry_later(message, 3, "notification store down") is False
     assert queues.receive("email_sent", visibility_timeout=30) == []
     [back] = wait_until_received(queues, "email_sent", visibility_timeout=30)
     assert back.receive_count == 2
@@ -175,3 +227,99 @@ def test_queue_names_and_dedup_ids():
 )
 def test_retry_delay_grows_and_is_capped(receive_count, expected):
     assert retry_delay_seconds(receive_count, 10) == expected
+
+
+# --- sqs specifics: names, queue creation, batches, long polling, the CLI ---------------------
+
+
+@pytest.mark.parametrize(
+    ("queue", "sqs_name"),
+    [
+        ("activities", "supportflow-activities"),
+        ("email_events", "supportflow-email_events"),
+        ("email_events.eu-1", "supportflow-email_events__eu-1"),
+    ],
+)
+def test_sqs_names_map_one_to_one(queue, sqs_name):
+    from resources.sqs import logical_queue_name, sqs_queue_name
+
+    assert sqs_queue_name("supportflow-", queue) == sqs_name
+    assert logical_queue_name("supportflow-", sqs_name) == queue
+    assert logical_queue_name("supportflow-", sqs_name + "_dlq") is None
+
+
+def test_sqs_prefix_with_characters_sqs_refuses_is_a_clear_error():
+    from resources.sqs import sqs_queue_name
+
+    with pytest.raises(QueueError, match="SUPPORTFLOW_SQS_PREFIX='prod.sf/'"):
+        sqs_queue_name("prod.sf/", "activities")
+
+
+def test_sqs_queue_is_created_with_a_dead_letter_queue_and_redrive_policy(sqs_queue_backend):
+    import json
+
+    sqs_queue_backend.send("email_events.eu-1", [{"event_id": "e1"}])
+    client = sqs_queue_backend._client()
+    name = f"{sqs_queue_backend.prefix}email_events__eu-1"
+    url = client.get_queue_url(QueueName=name)["QueueUrl"]
+    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    policy = json.loads(attributes["RedrivePolicy"])
+    assert int(policy["maxReceiveCount"]) == 5
+    assert policy["deadLetterTargetArn"].endswith(f":{name}_dlq")
+    [row] = [s for s in sqs_queue_backend.stats() if s.queue == "email_events.eu-1"]
+    assert (row.visible, row.dead) == (1, 0)
+
+
+def test_sqs_uses_batches_of_ten(sqs_queue_backend):
+    calls: list[str] = []
+    client = sqs_queue_backend._client()
+    for op in ("SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch"):
+        client.meta.events.register(
+            f"before-call.sqs.{op}", lambda model, **_: calls.append(model.name)
+        )
+    try:
+        assert sqs_queue_backend.send("feedback", [{"item_id": i} for i in range(25)]) == 25
+        got = sqs_queue_backend.receive("feedback", max_messages=25, visibility_timeout=30)
+        assert sorted(m.body["item_id"] for m in got) == list(range(25))
+        assert sqs_queue_backend.ack(got) == 25
+    finally:
+        for op in ("SendMessageBatch", "ReceiveMessage", "DeleteMessageBatch"):
+            client.meta.events.unregister(f"before-call.sqs.{op}")
+    assert calls.count("SendMessageBatch") == 3
+    assert calls.count("ReceiveMessage") >= 3
+    assert calls.count("DeleteMessageBatch") == 3
+
+
+def test_sqs_receive_long_polls(sqs_queue_backend):
+    sqs_queue_backend.depth("feedback")  # create the queue before the consumer waits on it
+    timer = threading.Timer(0.3, sqs_queue_backend.send, ("feedback", [{"item_id": "late"}]))
+    timer.start()
+    got = sqs_queue_backend.receive("feedback", visibility_timeout=30)
+    timer.join()
+    assert [m.body for m in got] == [{"item_id": "late"}]
+
+
+def test_cli_queue_commands_use_sqs_when_configured(sqs_queue_backend, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "sent.jsonl"
+    path.write_text(json.dumps({"notification_id": "n-cli"}) + "\n")
+    env = {
+        **os.environ,
+        "SUPPORTFLOW_QUEUE_BACKEND": "sqs",
+        "SUPPORTFLOW_SQS_PREFIX": sqs_queue_backend.prefix,
+        "AWS_ENDPOINT_URL": sqs_queue_backend.endpoint_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    cli = [sys.executable, "-m", "orchestration.cli", "queue"]
+    sent = subprocess.run(
+        [*cli, "send", "email_sent", str(path)], env=env, capture_output=True, text=True
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sqs_queue_backend.depth("email_sent") == 1
+    stats = subprocess.run([*cli, "stats"], env=env, capture_output=True, text=True)
+    line = next(x for x in stats.stdout.splitlines() if x.startswith("email_sent "))
+    assert line.split()[1:] == ["1", "0", "0", "0"]

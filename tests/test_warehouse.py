@@ -65,3 +65,33 @@ def test_secret_key_file_is_created_once_with_mode_0600(tmp_path):
     assert box.decrypt(token) == "zendesk-api-token"
     with pytest.raises(SecretError, match="secret key changed"):
         SecretBox(load_or_create_key(tmp_path / "other")).decrypt(token)
+
+
+def test_two_processes_starting_the_embedded_server_at_once_share_it(tmp_path):
+    """The UI, the daemon and the CLI may all start on a fresh machine at the same moment."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "fresh-home"
+    env = {**os.environ, "SUPPORTFLOW_HOME": str(home)}
+    env.pop("SUPPORTFLOW_DATABASE_URL", None)
+    command = [sys.executable, "-m", "orchestration.cli", "db", "url"]
+    try:
+        procs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        results = [proc.communicate(timeout=120) for proc in procs]
+        for proc, (_, err) in zip(procs, results, strict=True):
+            assert proc.returncode == 0, err.decode()
+        urls = {out.decode().strip() for out, _ in results}
+        assert len(urls) == 1
+        [url] = urls
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "select version, count(*) from control.schema_migrations group by 1"
+            )
+            assert {v: n for v, n in rows} == dict.fromkeys((v for v, _ in migration_files()), 1)
+    finally:
+        stop = subprocess.run([*command[:-1], "stop"], env=env, capture_output=True, text=True)
+        assert stop.stdout.strip() == "stopped", stop.stderr

@@ -138,7 +138,8 @@ def _identifier(body: Mapping[str, Any], name: str) -> str:
     return text
 
 
-def _ticket_id(value: Any) -> int:
+def parse_ticket_id(value: Any) -> int:
+    """A ticket id: a positive integer (a string of digits is accepted)."""
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -200,7 +201,7 @@ def parse_activity(body: dict, *, now: datetime | None = None) -> Activity:
         raise InvalidActivity(
             f"tenant_id: only letters, digits, '.', '_' and '-' (at most 64), got {tenant_id!r:.40}"
         )
-    ticket_id = _ticket_id(body["ticket_id"])
+    ticket_id = parse_ticket_id(body["ticket_id"])
     actor_type = body["actor_type"]
     if actor_type not in ACTOR_TYPES:
         raise InvalidActivity(f"actor_type: expected 'user' or 'system', got {actor_type!r:.40}")

@@ -17,6 +17,7 @@ from orchestration.settings import ConfigError, Settings
 
 # Domain command modules; each exposes `register(cli: click.Group) -> None`.
 COMMAND_MODULES: list[str] = [
+    "orchestration.commands.activities",
     "orchestration.commands.webhooks",
     "orchestration.commands.sandbox",
 ]

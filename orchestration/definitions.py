@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import analytics
+from assets import activities, analytics
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 
@@ -13,4 +13,5 @@ settings = Settings.from_env()
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(settings)),
     analytics.defs,
+    activities.defs,
 )

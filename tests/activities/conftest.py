@@ -24,3 +24,22 @@ def activity_tables(db):
         "control.queue_messages, control.queue_dead_letters, control.queue_acks"
     )
     return db
+
+
+@pytest.fixture
+def instance():
+    """A throwaway Dagster instance (runs, event logs) for one test."""
+    import dagster as dg
+
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture
+def activity_defs(resources):
+    """The activities domain's definitions bound to the test resources."""
+    import dagster as dg
+
+    from assets import activities
+
+    return dg.Definitions.merge(dg.Definitions(resources=resources), activities.defs)

@@ -1,0 +1,186 @@
+"""End to end through Dagster: queue -> sensor -> drain run -> raw.activities, faults included."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import psycopg
+import pytest
+from activities_helpers import make_event
+
+from assets import activities
+from assets.activity_events import partition_name
+from resources.warehouse import WarehouseResource
+
+FAST_RETRY = {"ops": {"activities": {"config": {"retry_base_seconds": 0.2}}}}
+
+
+class ReadOnlyWarehouse(WarehouseResource):
+    """The real warehouse, but every transaction is read-only: inserts fail as they would with
+    the database refusing writes. Injected for one run to show nothing is lost."""
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        with super().connection() as conn:
+            conn.execute("set transaction read only")
+            yield conn
+
+
+def tick(defs: dg.Definitions, instance, resources, name="activities_queue_sensor"):
+    sensor = defs.resolve_sensor_def(name)
+    context = dg.build_sensor_context(instance=instance, resources=resources)
+    return sensor.evaluate_tick(context)
+
+
+def run_drain(defs, instance, run_request, run_config=None, job="activities_drain"):
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance, tags=run_request.tags, run_config=run_config or FAST_RETRY
+    )
+    assert result.success
+    return result
+
+
+def stored(db, tenant):
+    return db.execute(
+        "select activity_id, tableoid::regclass::text, category from raw.activities "
+        "where tenant_id = %s order by activity_id",
+        (tenant,),
+    ).fetchall()
+
+
+def test_valid_duplicate_malformed_and_late_events(
+    activity_defs, instance, resources, activity_tables, tenant
+):
+    db = activity_tables
+    now = datetime.now(UTC)
+    late = now - timedelta(days=10)
+    early = now + timedelta(days=1)
+    valid = [make_event(tenant, n) for n in range(5)]
+    valid.append(make_event(tenant, 5, when=late.isoformat(), action="reply"))
+    valid.append(
+        make_event(
+            tenant,
+            6,
+            when=early.isoformat(),
+            actor_type="system",
+            actor_id="observer-12",
+            action="priority_changed",
+            rule={"type": "observer", "id": 12},
+        )
+    )
+    duplicates = [dict(valid[0]), dict(valid[5])]
+    no_actor = make_event(tenant, 90)
+    del no_actor["actor_id"]
+    malformed = [
+        no_actor,
+        make_event(tenant, 91, when="2026-11-20T10:00:00"),
+        make_event(tenant, 92, actor_type="robot"),
+        make_event(tenant, 93, when=(now - timedelta(days=200)).isoformat()),
+    ]
+    queues = resources["queues"]
+    queues.send("activities", valid + duplicates + malformed)
+
+    result = tick(activity_defs, instance, resources)
+    assert len(result.run_requests) == 1
+    run_request = result.run_requests[0]
+    assert run_request.tags["supportflow/queue"] == "activities"
+    run = run_drain(activity_defs, instance, run_request)
+
+    rows = stored(db, tenant)
+    assert [r[0] for r in rows] == sorted(e["activity_id"] for e in valid)
+    days = {e["activity_id"]: datetime.fromisoformat(e["occurred_at"]).date() for e in valid}
+    for activity_id, table, _category in rows:
+        assert table == f"raw.{partition_name(days[activity_id])}"
+    categories = {r[0]: r[2] for r in rows}
+    assert categories[valid[0]["activity_id"]] == "status"
+    assert categories[valid[5]["activity_id"]] == "conversation"
+    assert categories[valid[6]["activity_id"]] is None  # system activities keep none
+
+    dead = {d.body["activity_id"]: d.error for d in queues.dead_letters("activities")}
+    assert set(dead) == {e["activity_id"] for e in malformed}
+    assert "actor_id: missing" in dead[f"{tenant}-a90"]
+    assert "occurred_at: needs a UTC offset" in dead[f"{tenant}-a91"]
+    assert "actor_type: expected 'user' or 'system'" in dead[f"{tenant}-a92"]
+    assert "older than the retention period" in dead[f"{tenant}-a93"]
+    alert = db.execute(
+        "select summary from control.alerts where source = 'queue:activities' "
+        "order by alert_id desc limit 1"
+    ).fetchone()
+    assert alert and "4 message(s)" in alert[0]
+
+    (materialization,) = run.asset_materializations_for_node("activities")
+    assert materialization.metadata["inserted"].value == 7
+    assert materialization.metadata["rejected"].value == 4
+    assert queues.depth("activities") == 0
+    skipped = tick(activity_defs, instance, resources)
+    assert not skipped.run_requests and "empty" in skipped.skip_message
+
+    # a duplicate arriving after its original was acknowledged: no second effect
+    queues.send("activities", [dict(valid[1]), dict(valid[6])])
+    run_drain(activity_defs, instance, tick(activity_defs, instance, resources).run_requests[0])
+    assert len(stored(db, tenant)) == len(valid)
+
+
+def test_database_failure_during_drain_loses_nothing(
+    activity_defs, instance, resources, activity_tables, tenant
+):
+    db = activity_tables
+    events = [make_event(tenant, n) for n in range(5)]
+    resources["queues"].send("activities", events)
+    failing = dg.Definitions.merge(
+        dg.Definitions(
+            resources={
+                **resources,
+                "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url),
+            }
+        ),
+        activities.defs,
+    )
+    run_request = tick(failing, instance, resources).run_requests[0]
+    run_drain(failing, instance, run_request)
+    assert stored(db, tenant) == []
+    waiting = db.execute(
+        "select count(*), max(receive_count), max(last_error) from control.queue_messages "
+        "where queue = 'activities'"
+    ).fetchone()
+    assert waiting[0] == 5 and waiting[1] == 1 and "read-only" in waiting[2]
+    assert resources["queues"].dead_letters("activities") == []
+
+    time.sleep(0.5)  # the retry delay of the first failure (0.2 s here) passes
+    run_drain(activity_defs, instance, tick(activity_defs, instance, resources).run_requests[0])
+    assert [r[0] for r in stored(db, tenant)] == sorted(e["activity_id"] for e in events)
+    assert resources["queues"].depth("activities") == 0
+
+
+@pytest.mark.slow
+def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
+    resources, instance, activity_tables, tenant
+):
+    db = activity_tables
+    resources["queues"].send("activities", [make_event(tenant, 1)])
+    failing = dg.Definitions.merge(
+        dg.Definitions(
+            resources={
+                **resources,
+                "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url),
+            }
+        ),
+        activities.defs,
+    )
+    job = failing.resolve_job_def("activities_drain")
+    quick = {"ops": {"activities": {"config": {"retry_base_seconds": 0.01}}}}
+    for _ in range(5):
+        db.execute("update control.queue_messages set visible_at = now()")
+        assert job.execute_in_process(instance=instance, run_config=quick).success
+    (dead,) = resources["queues"].dead_letters("activities")
+    assert dead.receive_count == 5 and "read-only" in dead.error
+    assert stored(db, tenant) == []
+    alert = db.execute(
+        "select details from control.alerts where source = 'queue:activities' "
+        "order by alert_id desc limit 1"
+    ).fetchone()[0]
+    assert alert["count"] == 1 and "read-only" in alert["errors"][0]

@@ -17,9 +17,12 @@ from orchestration.settings import ConfigError, Settings
 
 # Domain command modules; each exposes `register(cli: click.Group) -> None`.
 COMMAND_MODULES: list[str] = [
+    "orchestration.commands.demo",
     "orchestration.commands.activities",
     "orchestration.commands.webhooks",
+    "orchestration.commands.notifications",
     "orchestration.commands.sandbox",
+    "orchestration.commands.feedback",
 ]
 
 

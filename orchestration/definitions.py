@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import activities, analytics
+from assets import activities, analytics, feedback
+from assets import notifications as email_delivery
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 
@@ -14,4 +15,6 @@ defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(settings)),
     analytics.defs,
     activities.defs,
+    email_delivery.defs,
+    feedback.defs,
 )

@@ -25,7 +25,7 @@ create index mailgun_seen_tokens_seen_at on control.mailgun_seen_tokens (seen_at
 create table raw.notifications (
     notification_id    text primary key,
     tenant_id          text        not null,
-    ticket_id          text,
+    ticket_id          bigint,
     template_id        text        not null,
     recipient          text        not null,
     provider           text        not null check (provider in ('mailgun', 'sendgrid', 'ses')),
@@ -47,7 +47,7 @@ create index notifications_sent_at on raw.notifications (sent_at);
 create table raw.notification_history (
     notification_id    text primary key,
     tenant_id          text        not null,
-    ticket_id          text,
+    ticket_id          bigint,
     template_id        text        not null,
     provider           text        not null,
     provider_reference text        not null,

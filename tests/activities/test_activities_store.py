@@ -11,6 +11,7 @@ import pytest
 from activities_helpers import make_event
 
 from assets import activities
+from assets.activities import ActivitySettings
 from assets.activity_events import (
     OTHER_CATEGORY,
     InvalidActivity,
@@ -135,7 +136,7 @@ def test_export_schedule_materializes_yesterday():
 
 
 def test_retention_drops_exactly_the_old_partitions(
-    db_url, activity_defs, instance, activity_tables, tenant
+    db_url, activity_defs, instance, resources, activity_tables, tenant
 ):
     db = activity_tables
     today = datetime.now(UTC).date()
@@ -155,6 +156,15 @@ def test_retention_drops_exactly_the_old_partitions(
                 (f"{tenant}-r{n}", at(day, 12)),
             )
         before = set(partition_days(conn))
+    # retention is configurable: with 100 days only the 120-day-old partition goes
+    longer = dg.Definitions(
+        jobs=[activities.activity_retention_job],
+        resources={**resources, "activity_settings": ActivitySettings(retention_days=100)},
+    )
+    assert longer.resolve_job_def("activity_retention").execute_in_process(
+        instance=instance
+    ).output_for_node("drop_expired_activity_partitions") == [str(old[0])]
+    before.discard(old[0])
     result = activity_defs.resolve_job_def("activity_retention").execute_in_process(
         instance=instance
     )

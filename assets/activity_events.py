@@ -312,10 +312,18 @@ def insert_activities(conn: psycopg.Connection, activities: Sequence[Activity]) 
 
     A repeated activity_id (within the batch or already stored) has no second effect; an
     activity of a ticket destroyed earlier is not stored. Missing day partitions are created.
-    Runs in the caller's transaction and does not commit.
+    Runs in the caller's transaction and does not commit (on an autocommit connection it runs
+    as one transaction of its own).
     """
     if not activities:
         return 0
+    if conn.autocommit:  # the staging table lives for one transaction: give it one
+        with conn.transaction():
+            return _insert(conn, activities)
+    return _insert(conn, activities)
+
+
+def _insert(conn: psycopg.Connection, activities: Sequence[Activity]) -> int:
     ensure_partitions(conn, [a.day for a in activities])
     with conn.cursor() as cur:
         cur.execute(_STAGING_DDL)

@@ -108,3 +108,9 @@ def test_missing_field_is_named():
     del body["actor_id"]
     with pytest.raises(InvalidActivity, match="^actor_id: missing"):
         parse_activity(body)
+
+
+def test_insert_on_an_autocommit_connection(db, activity_tables, tenant):
+    activity = parse_activity(make_event(tenant, 1))
+    assert insert_activities(db, [activity, activity]) == 1
+    assert insert_activities(db, [activity]) == 0

@@ -20,9 +20,18 @@ DESK_TAG = "supportflow/desk"
 LOCAL_MAX_CONCURRENT_RUNS = 4
 
 
+def sqlalchemy_postgres_url(url: str) -> str:
+    """Pin dagster-postgres to psycopg2: SQLAlchemy 2.1 maps plain `postgresql://` to psycopg 3,
+    whose server-side parameters break dagster-postgres' `NOTIFY run_events, :notify_id`."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url.removeprefix(scheme)
+    return url
+
+
 def instance_config(storage_url: str) -> dict:
     return {
-        "storage": {"postgres": {"postgres_url": storage_url}},
+        "storage": {"postgres": {"postgres_url": sqlalchemy_postgres_url(storage_url)}},
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",

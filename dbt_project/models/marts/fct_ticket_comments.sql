@@ -15,6 +15,7 @@ select
     c.comment_key,
     c.ticket_key,
     c.desk_id,
+    c.tenant_id,
     c.comment_id,
     c.ticket_id,
     c.author_id,

@@ -1,7 +1,16 @@
 -- One row per live (not deleted) ticket with its people, times and comment counts.
+-- First reply and full resolution come from Zendesk's metric set; where the set has no value yet
+-- (e.g. an account without SLA metrics) they are derived: the first public comment by someone
+-- other than the requester, and created -> solved for solved and closed tickets.
 with tickets as (
     select * from {{ ref('stg_zendesk_tickets') }}
     where not is_deleted
+),
+
+comments as (
+    select c.*, t.requester_id
+    from {{ ref('stg_zendesk_ticket_comments') }} as c
+    inner join tickets as t on t.ticket_key = c.ticket_key
 ),
 
 comment_counts as (
@@ -9,15 +18,17 @@ comment_counts as (
         ticket_key,
         count(*) as comment_count,
         count(*) filter (where is_public) as public_comment_count,
-        min(created_at) filter (where is_public) as first_public_comment_at,
+        min(created_at) filter (where is_public and author_id is distinct from requester_id)
+            as first_reply_at,
         max(created_at) as last_comment_at
-    from {{ ref('stg_zendesk_ticket_comments') }}
+    from comments
     group by ticket_key
 )
 
 select
     t.ticket_key,
     t.desk_id,
+    t.tenant_id,
     t.ticket_id,
     t.status,
     t.subject,
@@ -33,9 +44,18 @@ select
     t.created_at,
     t.updated_at,
     t.solved_at,
-    t.first_reply_minutes,
+    coalesce(
+        t.first_reply_minutes,
+        floor(extract(epoch from (c.first_reply_at - t.created_at)) / 60)::integer
+    ) as first_reply_minutes,
     t.first_reply_business_minutes,
-    t.full_resolution_minutes,
+    coalesce(
+        t.full_resolution_minutes,
+        case
+            when t.status in ('solved', 'closed')
+                then floor(extract(epoch from (t.solved_at - t.created_at)) / 60)::integer
+        end
+    ) as full_resolution_minutes,
     t.full_resolution_business_minutes,
     t.replies,
     t.reopens,

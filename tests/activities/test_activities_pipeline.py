@@ -184,3 +184,15 @@ def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
         "order by alert_id desc limit 1"
     ).fetchone()[0]
     assert alert["count"] == 1 and "read-only" in alert["errors"][0]
+
+
+def test_sensor_launches_one_drain_at_a_time(
+    activity_defs, instance, resources, activity_tables, tenant
+):
+    resources["queues"].send("activities", [make_event(tenant, 1)])
+    first = tick(activity_defs, instance, resources)
+    (run_request,) = first.run_requests
+    job = activity_defs.resolve_job_def("activities_drain")
+    instance.create_run_for_job(job_def=job, tags=run_request.tags)  # queued, not yet finished
+    waiting = tick(activity_defs, instance, resources)
+    assert not waiting.run_requests and "already in progress" in waiting.skip_message

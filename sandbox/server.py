@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 # "module:function" entries; each function is `routes(config) -> list[BaseRoute]`.
 ROUTE_PROVIDERS: list[str] = [
     "sandbox.zendesk:routes",
+    "sandbox.discourse:routes",
 ]
 
 

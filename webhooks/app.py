@@ -54,7 +54,7 @@ from resources.warehouse import WarehouseResource
 log = logging.getLogger("supportflow.webhooks")
 
 MAX_BODY_BYTES = 1024 * 1024
-ROUTE_PROVIDERS: list[str] = ["webhooks.providers:routes"]
+ROUTE_PROVIDERS: list[str] = ["webhooks.providers:routes", "webhooks.feedback:routes"]
 
 RouteProvider = Callable[["WebhookService"], list[Route]]
 

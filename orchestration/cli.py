@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "orchestration.commands.webhooks",
     "orchestration.commands.notifications",
     "orchestration.commands.sandbox",
+    "orchestration.commands.tickets",
     "orchestration.commands.feedback",
 ]
 

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets import activities, analytics, feedback
 from assets import notifications as email_delivery
+from assets import tickets
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 
@@ -17,4 +18,5 @@ defs = dg.Definitions.merge(
     activities.defs,
     email_delivery.defs,
     feedback.defs,
+    tickets.defs,
 )

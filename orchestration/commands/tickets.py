@@ -1,0 +1,221 @@
+"""`supportflow desks add|list|disable` and `supportflow sync NAME`.
+
+Tokens are read from the environment variable the user names and stored encrypted; they are
+never printed. `sync` materializes a desk's tickets, users and comments in this process (on an
+ephemeral Dagster instance) and prints the counts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from orchestration.cli import UserError, load_settings
+
+
+def _token_from_env(variable: str) -> str:
+    value = os.environ.get(variable, "")
+    if not value.strip():
+        raise UserError(
+            f"environment variable {variable} is not set or empty (it must hold the token)"
+        )
+    return value.strip()
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def desks() -> None:
+        """Zendesk accounts ("desks") supportflow keeps in sync."""
+
+    @desks.command("add")
+    @click.argument("name")
+    @click.option("--subdomain", required=True, help="the Zendesk subdomain (acme.zendesk.com)")
+    @click.option("--base-url", default=None, help="API base URL (a proxy or the sandbox)")
+    @click.option("--email", default=None, help="agent email for API-token auth")
+    @click.option("--token-env", default=None, metavar="VAR", help="env var holding the API token")
+    @click.option(
+        "--oauth-token-env", default=None, metavar="VAR", help="env var holding an OAuth token"
+    )
+    @click.option("--tenant", default=None, help="tenant id for the desk's rows (default: NAME)")
+    @click.option("--sync-interval", default=300, show_default=True, type=click.IntRange(1))
+    @click.option(
+        "--export-rate",
+        default=10,
+        show_default=True,
+        type=click.IntRange(1),
+        help="incremental export requests/minute of the plan (30 with High Volume)",
+    )
+    @click.option(
+        "--api-rate",
+        default=200,
+        show_default=True,
+        type=click.IntRange(1),
+        help="other API requests/minute of the plan (200 to 2500)",
+    )
+    def desks_add(
+        name: str,
+        subdomain: str,
+        base_url: str | None,
+        email: str | None,
+        token_env: str | None,
+        oauth_token_env: str | None,
+        tenant: str | None,
+        sync_interval: int,
+        export_rate: int,
+        api_rate: int,
+    ) -> None:
+        """Register desk NAME; the token is read from the named variable and stored encrypted."""
+        from assets.desks import DeskError, add_desk
+        from orchestration.runtime import warehouse_url
+        from resources.secrets import SecretBox, SecretError
+        from resources.warehouse import get_pool
+
+        if bool(token_env) == bool(oauth_token_env):
+            raise UserError("give exactly one of --token-env (with --email) or --oauth-token-env")
+        if token_env and not email:
+            raise UserError("--token-env needs --email (API tokens authenticate as an agent)")
+        token = _token_from_env(token_env or oauth_token_env or "")
+        settings = load_settings()
+        try:
+            box = SecretBox.from_settings(settings.secret_key, settings.home)
+            with get_pool(warehouse_url(settings)).connection() as conn:
+                desk = add_desk(
+                    conn,
+                    box,
+                    name=name,
+                    subdomain=subdomain,
+                    token=token,
+                    email=email,
+                    oauth=bool(oauth_token_env),
+                    base_url=base_url,
+                    tenant_id=tenant,
+                    sync_interval_seconds=sync_interval,
+                    export_rate_per_minute=export_rate,
+                    api_rate_per_minute=api_rate,
+                )
+        except (DeskError, SecretError) as exc:
+            raise UserError(str(exc)) from None
+        click.echo(
+            f"added desk {desk.name} ({desk.base_url}, {desk.auth_kind} auth, "
+            f"tenant {desk.tenant_id}, every {desk.sync_interval_seconds} s)"
+        )
+
+    @desks.command("list")
+    def desks_list() -> None:
+        """Desks with their state and last sync."""
+        from assets.desks import list_desks
+        from orchestration.runtime import warehouse_url
+        from resources.warehouse import get_pool
+
+        with get_pool(warehouse_url(load_settings())).connection() as conn:
+            rows = list_desks(conn)
+            counts = dict(
+                conn.execute(
+                    "select desk_id, count(*) from raw.zendesk_tickets group by desk_id"
+                ).fetchall()
+            )
+        click.echo(
+            f"{'name':<20}{'active':<8}{'auth':<7}{'interval':>9}{'tickets':>9}  "
+            f"{'last synced':<26}base url"
+        )
+        for d in rows:
+            synced = d.last_synced_at.isoformat(timespec="seconds") if d.last_synced_at else "-"
+            click.echo(
+                f"{d.name:<20}{'yes' if d.active else 'no':<8}{d.auth_kind:<7}"
+                f"{d.sync_interval_seconds:>9}{counts.get(d.desk_id, 0):>9}  {synced:<26}"
+                f"{d.base_url}"
+            )
+            if d.last_sync_error:
+                click.echo(f"  last error: {d.last_sync_error}")
+
+    @desks.command("disable")
+    @click.argument("name")
+    def desks_disable(name: str) -> None:
+        """Stop syncing desk NAME (its data stays)."""
+        from assets.desks import DeskError, disable_desk
+        from orchestration.runtime import warehouse_url
+        from resources.warehouse import get_pool
+
+        try:
+            with get_pool(warehouse_url(load_settings())).connection() as conn:
+                disable_desk(conn, name)
+        except DeskError as exc:
+            raise UserError(str(exc)) from None
+        click.echo(f"disabled desk {name}")
+
+    @cli.command("sync")
+    @click.argument("name")
+    @click.option(
+        "--page-size",
+        default=1000,
+        show_default=True,
+        type=click.IntRange(1, 1000),
+        help="tickets/events per export request",
+    )
+    def sync(name: str, page_size: int) -> None:
+        """Sync desk NAME now, in this process: tickets, users, comments; print counts."""
+        summary = run_sync(name, page_size=page_size)
+        click.echo(summary)
+
+
+def run_sync(name: str, *, page_size: int = 1000) -> str:
+    """Materialize the desk's partition in process; the counts as one line, or UserError."""
+    import dagster as dg
+
+    from assets.desks import DeskError, get_desk
+    from assets.tickets import zendesk_ticket_comments, zendesk_tickets
+    from orchestration.instance import DESK_TAG
+    from orchestration.runtime import build_resources, warehouse_url
+    from resources.warehouse import get_pool
+    from resources.zendesk import ZendeskClient
+
+    settings = load_settings()
+    url = warehouse_url(settings)
+    try:
+        with get_pool(url).connection() as conn:
+            get_desk(conn, name)
+    except DeskError as exc:
+        raise UserError(str(exc)) from None
+    resources = build_resources(settings, for_dagster=False)
+    resources["zendesk"] = ZendeskClient(
+        home=str(settings.home),
+        secret_key=settings.secret_key or "",
+        page_size=page_size,
+        events_page_size=page_size,
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("desks", [name])
+    result = dg.materialize(
+        [zendesk_tickets, zendesk_ticket_comments],
+        partition_key=name,
+        resources=resources,
+        instance=instance,
+        tags={DESK_TAG: name},
+        raise_on_error=False,
+    )
+    if not result.success:
+        with get_pool(url).connection() as conn:
+            error = get_desk(conn, name).last_sync_error
+        click.echo(
+            f"supportflow: error: sync of desk {name} failed: {error or 'see log'}", err=True
+        )
+        sys.exit(1)
+    metadata: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        metadata[materialization.asset_key.to_user_string()] = {
+            key: value.value for key, value in materialization.metadata.items()
+        }
+    tickets = metadata.get("zendesk_tickets", {})
+    users = metadata.get("zendesk_users", {})
+    comments = metadata.get("zendesk_ticket_comments", {})
+    return (
+        f"desk {name}: tickets {tickets.get('tickets_seen', 0)} seen, "
+        f"{tickets.get('rows_inserted', 0)} new, {tickets.get('rows_updated', 0)} updated, "
+        f"{tickets.get('rows_deleted', 0)} deleted; users {users.get('rows_written', 0)} "
+        f"written; comments {comments.get('rows_inserted', 0)} new from "
+        f"{comments.get('events_seen', 0)} events; requests "
+        f"{tickets.get('requests', 0) + comments.get('requests', 0)}"
+    )

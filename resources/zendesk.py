@@ -1,0 +1,340 @@
+"""The Zendesk Support API client (httpx): auth, timeouts, retries, a per-desk request budget.
+
+`ZendeskApi` talks to one desk. Every request first takes a token from the desk's budget
+(incremental exports and the rest of the API have separate per-minute limits, set from the
+plan), so a sync paces itself below Zendesk's limits instead of provoking a 429 storm. A 429
+with `Retry-After` waits exactly that long; a 429 without it (edge protection), a 5xx, a timeout
+or a connection error backs off exponentially with jitter. 401/403 fail at once. Errors name
+the desk and the endpoint, never the token. Requests are counted by endpoint.
+
+`ZendeskClient` is the Dagster resource that opens a `ZendeskApi` for a desk.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+import httpx
+import orjson
+
+from resources.secrets import SecretBox
+
+TICKETS_EXPORT = "tickets_export"
+TICKET_EVENTS_EXPORT = "ticket_events_export"
+TICKET_COMMENTS = "ticket_comments"
+EXPORT_ENDPOINTS = frozenset({TICKETS_EXPORT, TICKET_EVENTS_EXPORT})
+TICKET_SIDELOADS = ("users", "groups", "organizations", "metric_sets")
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class ZendeskError(RuntimeError):
+    """A Zendesk request failed; the message names the desk and endpoint, never the token."""
+
+    def __init__(self, desk: str, endpoint: str, message: str, status: int | None = None):
+        super().__init__(f"desk {desk!r}: {endpoint}: {message}")
+        self.desk, self.endpoint, self.status = desk, endpoint, status
+
+
+class ZendeskAuthError(ZendeskError):
+    """Zendesk refused the credentials (401/403)."""
+
+
+class StartTimeTooRecent(ZendeskError):
+    """An incremental export's start_time is within the last minute: nothing to fetch yet."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """`kind` "token" (email + API token, Basic auth) or "oauth" (Bearer)."""
+
+    kind: str
+    secret: str = field(repr=False)
+    email: str | None = None
+
+    def header(self) -> str:
+        if self.kind == "oauth":
+            return f"Bearer {self.secret}"
+        if self.kind == "token" and self.email:
+            raw = f"{self.email}/token:{self.secret}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        raise ValueError("credentials need kind 'oauth', or kind 'token' with an email")
+
+
+class TokenBucket:
+    """At most `rate_per_minute` requests a minute, with a burst of `capacity`; thread-safe."""
+
+    def __init__(
+        self,
+        rate_per_minute: float,
+        capacity: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if rate_per_minute <= 0:
+            raise ValueError("rate_per_minute must be positive")
+        self.rate = rate_per_minute / 60.0
+        self.capacity = max(1.0, capacity)
+        self.tokens = self.capacity
+        self.clock, self.sleep = clock, sleep
+        self.updated = clock()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until one is available; returns the seconds waited."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
+            self.tokens -= 1.0
+            wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        if wait:
+            self.sleep(wait)
+        return wait
+
+
+def budget_rate(plan_per_minute: int) -> float:
+    """The rate we allow ourselves: 90% of the plan's limit leaves room for other API users."""
+    return max(0.9 * plan_per_minute, 1.0)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (Zendesk sends an integer); None when absent or unparseable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, capped."""
+    ceiling = min(cap, base * (2**attempt))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+@dataclass
+class RequestStats:
+    requests: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0  # 429 responses
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # by status or exception kind
+    waited_seconds: float = 0.0
+
+
+class ZendeskApi:
+    """One desk's view of the Zendesk API."""
+
+    def __init__(
+        self,
+        *,
+        desk: str,
+        base_url: str,
+        credentials: Credentials,
+        export_rate_per_minute: int = 10,
+        api_rate_per_minute: int = 200,
+        timeout_seconds: float = 30.0,
+        max_attempts: int = 8,
+        backoff_base_seconds: float = 1.0,
+        backoff_cap_seconds: float = 60.0,
+        retry_after_cap_seconds: float = 600.0,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        seed: int | None = None,
+    ):
+        self.desk = desk
+        self.base_url = base_url.rstrip("/")
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base, self.backoff_cap = backoff_base_seconds, backoff_cap_seconds
+        self.retry_after_cap = retry_after_cap_seconds
+        self.sleep = sleep
+        self.rng = random.Random(seed)
+        self.stats = RequestStats()
+        self._export_budget = TokenBucket(budget_rate(export_rate_per_minute), sleep=sleep)
+        self._api_budget = TokenBucket(budget_rate(api_rate_per_minute), sleep=sleep)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_seconds),
+            headers={
+                "Authorization": credentials.header(),
+                "Accept": "application/json",
+                "User-Agent": "supportflow",
+            },
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ZendeskApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def get(self, endpoint: str, url: str, params: dict[str, Any] | None = None) -> dict:
+        """GET with the desk's budget, retries and error naming; returns the parsed JSON."""
+        budget = self._export_budget if endpoint in EXPORT_ENDPOINTS else self._api_budget
+        for attempt in range(self.max_attempts):
+            self.stats.waited_seconds += budget.acquire()
+            self.stats.requests[endpoint] += 1
+            last = attempt == self.max_attempts - 1
+            try:
+                response = self._http.get(url, params=params)
+            except httpx.TransportError as exc:
+                kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
+                self.stats.errors[kind] += 1
+                if last:
+                    raise ZendeskError(
+                        self.desk,
+                        endpoint,
+                        f"{kind} error after {self.max_attempts} attempts ({type(exc).__name__})",
+                    ) from None
+                self._pause(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng))
+                continue
+            status = response.status_code
+            if status == 200:
+                return orjson.loads(response.content)
+            self.stats.errors[str(status)] += 1
+            if status in (401, 403):
+                raise ZendeskAuthError(
+                    self.desk,
+                    endpoint,
+                    f"HTTP {status}: Zendesk refused the credentials; check the desk's "
+                    "email and token",
+                    status,
+                )
+            if status in RETRYABLE_STATUS and not last:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if status == 429:
+                    self.stats.throttled += 1
+                if status == 429 and retry_after is not None:
+                    delay = min(retry_after, self.retry_after_cap)
+                else:
+                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
+                self._pause(delay)
+                continue
+            description = _error_description(response)
+            if status == 400 and "start_time" in description:
+                raise StartTimeTooRecent(self.desk, endpoint, description, status)
+            suffix = f" after {self.max_attempts} attempts" if status in RETRYABLE_STATUS else ""
+            raise ZendeskError(self.desk, endpoint, f"HTTP {status}{suffix}: {description}", status)
+        raise AssertionError("unreachable")
+
+    def _pause(self, seconds: float) -> None:
+        self.stats.retries += 1
+        self.stats.waited_seconds += seconds
+        self.sleep(seconds)
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    def export_tickets(
+        self,
+        *,
+        cursor: str | None = None,
+        start_time: int = 0,
+        per_page: int = 1000,
+        include: tuple[str, ...] = TICKET_SIDELOADS,
+    ) -> Iterator[dict]:
+        """Pages of the cursor-based incremental ticket export, from `cursor` (or `start_time`
+        on the very first sync) to the end of the stream; each page carries `after_cursor`."""
+        params: dict[str, Any] = {"per_page": per_page}
+        if include:
+            params["include"] = ",".join(include)
+        if cursor:
+            params["cursor"] = cursor
+        else:
+            params["start_time"] = start_time
+        url: str | None = self.url("/api/v2/incremental/tickets/cursor.json")
+        while url:
+            page = self.get(TICKETS_EXPORT, url, params)
+            yield page
+            if page.get("end_of_stream") or not page.get("after_url"):
+                return
+            # after_url is absolute and already carries cursor, per_page and include
+            url, params = page["after_url"], None
+
+    def ticket_events(self, start_time: int, per_page: int = 1000) -> dict:
+        """One page of the incremental ticket events export with comment events."""
+        return self.get(
+            TICKET_EVENTS_EXPORT,
+            self.url("/api/v2/incremental/ticket_events.json"),
+            {"start_time": start_time, "include": "comment_events", "per_page": per_page},
+        )
+
+    def ticket_comments(self, ticket_id: int, page_size: int = 100) -> list[dict]:
+        """Every comment of one ticket (the repair path); a deleted ticket is a ZendeskError 404."""
+        comments: list[dict] = []
+        url: str | None = self.url(f"/api/v2/tickets/{int(ticket_id)}/comments.json")
+        params: dict[str, Any] | None = {"page[size]": page_size}
+        while url:
+            page = self.get(TICKET_COMMENTS, url, params)
+            comments.extend(page.get("comments") or [])
+            has_more = (page.get("meta") or {}).get("has_more")
+            url, params = ((page.get("links") or {}).get("next") if has_more else None), None
+        return comments
+
+
+def _error_description(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.reason_phrase or "error"
+    if isinstance(body, dict):
+        parts = [str(body.get(k)) for k in ("error", "description") if body.get(k)]
+        if parts:
+            return ": ".join(parts)[:300]
+    return response.reason_phrase or "error"
+
+
+def default_base_url(subdomain: str) -> str:
+    return f"https://{subdomain}.zendesk.com"
+
+
+class ZendeskClient(dg.ConfigurableResource):
+    """Opens `ZendeskApi` sessions for desks and decrypts their stored tokens."""
+
+    timeout_seconds: float = 30.0
+    max_attempts: int = 8
+    backoff_base_seconds: float = 1.0
+    page_size: int = 1000
+    events_page_size: int = 1000
+    home: str = ".supportflow"
+    secret_key: str = ""
+
+    def secret_box(self) -> SecretBox:
+        from pathlib import Path
+
+        return SecretBox.from_settings(self.secret_key or None, Path(self.home))
+
+    def open(
+        self,
+        *,
+        desk: str,
+        base_url: str,
+        credentials: Credentials,
+        export_rate_per_minute: int,
+        api_rate_per_minute: int,
+    ) -> ZendeskApi:
+        return ZendeskApi(
+            desk=desk,
+            base_url=base_url,
+            credentials=credentials,
+            export_rate_per_minute=export_rate_per_minute,
+            api_rate_per_minute=api_rate_per_minute,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            backoff_base_seconds=self.backoff_base_seconds,
+        )

@@ -173,56 +173,63 @@ class PostgresQueues(QueueResource):
                         copy.write_row(row)
         return len(rows)
 
+    # One statement: pick, dead-letter the exhausted among the picked, lease the rest.
+    _RECEIVE_SQL = """
+        with picked as (
+            select message_id, receive_count from control.queue_messages
+            where queue = %(queue)s and visible_at <= now()
+            order by visible_at, message_id
+            limit %(limit)s
+            for update skip locked
+        ), exhausted as (
+            delete from control.queue_messages m
+            using picked
+            where m.message_id = picked.message_id and picked.receive_count >= %(max)s
+            returning m.*
+        ), dead as (
+            insert into control.queue_dead_letters
+                (message_id, queue, dedup_id, body, enqueued_at, receive_count, error)
+            select message_id, queue, dedup_id, body, enqueued_at, receive_count,
+                   'received ' || receive_count || ' times without acknowledgement'
+                   || coalesce('; last error: ' || last_error, '')
+            from exhausted
+            on conflict (message_id) do nothing
+        ), updated as (
+            update control.queue_messages m
+            set receive_count = m.receive_count + 1,
+                visible_at = now() + make_interval(secs => %(timeout)s),
+                lease_token = gen_random_uuid()
+            from picked
+            where m.message_id = picked.message_id and picked.receive_count < %(max)s
+            returning m.message_id, m.lease_token, m.dedup_id, m.body, m.receive_count,
+                      m.enqueued_at,
+                      exists (select 1 from control.queue_acks a
+                              where a.queue = m.queue and a.dedup_id = m.dedup_id)
+        )
+        select e.moved, u.*
+        from (select count(*) as moved from exhausted) e left join updated u on true
+        """
+
     def receive(
         self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
     ) -> list[Message]:
-        with self._pool().connection() as conn:
-            # A message visible again after using all its receives was never acknowledged:
-            # its consumer died each time. It goes to the dead-letter table, as SQS redrive does.
-            conn.execute(
-                """
-                with exhausted as (
-                    delete from control.queue_messages
-                    where message_id in (
-                        select message_id from control.queue_messages
-                        where queue = %(queue)s and visible_at <= now()
-                          and receive_count >= %(max)s
-                        for update skip locked
-                    )
-                    returning *
-                )
-                insert into control.queue_dead_letters
-                    (message_id, queue, dedup_id, body, enqueued_at, receive_count, error)
-                select message_id, queue, dedup_id, body, enqueued_at, receive_count,
-                       'received ' || receive_count || ' times without acknowledgement'
-                       || coalesce('; last error: ' || last_error, '')
-                from exhausted
-                on conflict (message_id) do nothing
-                """,
-                {"queue": queue, "max": self.max_receives},
-            )
-            rows = conn.execute(
-                """
-                with picked as (
-                    select message_id from control.queue_messages
-                    where queue = %(queue)s and visible_at <= now()
-                    order by visible_at, message_id
-                    limit %(limit)s
-                    for update skip locked
-                )
-                update control.queue_messages m
-                set receive_count = m.receive_count + 1,
-                    visible_at = now() + make_interval(secs => %(timeout)s),
-                    lease_token = gen_random_uuid()
-                from picked
-                where m.message_id = picked.message_id
-                returning m.message_id, m.lease_token, m.dedup_id, m.body, m.receive_count,
-                          m.enqueued_at,
-                          exists (select 1 from control.queue_acks a
-                                  where a.queue = m.queue and a.dedup_id = m.dedup_id)
-                """,
-                {"queue": queue, "limit": max_messages, "timeout": float(visibility_timeout)},
-            ).fetchall()
+        params = {
+            "queue": queue,
+            "limit": max_messages,
+            "timeout": float(visibility_timeout),
+            "max": self.max_receives,
+        }
+        # A message visible again after using all its receives was never acknowledged: its
+        # consumer died each time. It goes to the dead-letter table, as SQS redrive does. Only
+        # the picked rows are looked at, so a receive costs the batch, not the whole queue; a
+        # batch that was all exhausted messages is followed by another pick.
+        rows: list = []
+        moved = 1
+        while moved and not rows:
+            with self._pool().connection() as conn:
+                found = conn.execute(self._RECEIVE_SQL, params).fetchall()
+            moved = found[0][0]
+            rows = [row[1:] for row in found if row[1] is not None]
         rows.sort(key=lambda row: row[0])
         return [
             Message(

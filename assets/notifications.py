@@ -58,6 +58,7 @@ class EmailDeliverySettings:
     timezone: str = "UTC"
     internal_senders: tuple[str, ...] = ()
     retention_days: int = DEFAULT_RETENTION_DAYS
+    retry_base_seconds: float = 10.0
 
     @classmethod
     def from_env(cls) -> "EmailDeliverySettings":
@@ -426,6 +427,7 @@ def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
                 timezone=config.timezone,
                 internal_senders=list(config.internal_senders),
                 retention_days=config.retention_days,
+                retry_base_seconds=config.retry_base_seconds,
             )
         },
     )

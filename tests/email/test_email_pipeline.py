@@ -1,0 +1,200 @@
+"""End to end: sent notifications and a messy stream of provider receipts (duplicates,
+reordering, receipts before their notification) go webhooks (HTTP) -> queue email_events ->
+router -> email_events.<pod> -> sensors -> drain runs (real Dagster), and the statuses, delivery
+events and template statistics equal what the rules give. The expectation is computed from the
+generated stream by the simple model below, not by the pipeline's code."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+from conftest import email_defs
+
+from sandbox.email_events import INTERNAL_SENDER
+
+ZONE = "Europe/Berlin"
+
+# The rules, restated independently: kind of event in the generated stream -> status it sets.
+FINAL = {
+    "delivered": "delivered",
+    "temporary": "temporary-failure",
+    "blocked": "temporary-failure",
+    "undetermined": "temporary-failure",
+    "permanent": "permanent-failure",
+    "dropped": "permanent-failure",
+    "technical": "technical-failure",
+}
+
+
+def expected_outcome(scenario):
+    """Statuses, stored events and orphans as the rules say, in the order receipts arrived."""
+    known = {n["notification_id"] for n in scenario.notifications + scenario.late_notifications}
+    status = dict.fromkeys(known, "sending")
+    stored: dict[tuple[str, str], str | None] = {}
+    for request in scenario.requests:
+        for event in request.events:
+            key = (event.provider, event.provider_event_id)
+            if event.sender == INTERNAL_SENDER or key in stored:
+                continue
+            nid = event.notification_id if event.notification_id in known else None
+            stored[key] = nid
+            if nid is None:
+                continue
+            if event.kind == "accepted" and status[nid] == "sending":
+                status[nid] = "pending"
+            elif event.kind in FINAL and status[nid] in ("sending", "pending"):
+                status[nid] = FINAL[event.kind]
+    return status, stored
+
+
+class Pipeline:
+    """Ticks the sensors and runs what they request, as the daemon would."""
+
+    def __init__(self, instance, resources, defs_by_pod):
+        self.instance = instance
+        self.resources = resources
+        self.defs_by_pod = defs_by_pod
+        self.cursors: dict[str, str | None] = {}
+        self.runs: Counter = Counter()
+
+    def tick(self, defs, sensor_name) -> int:
+        sensor = defs.resolve_sensor_def(sensor_name)
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors.get(sensor_name), resources=self.resources
+        )
+        result = sensor.evaluate_tick(context)
+        self.cursors[sensor_name] = result.cursor
+        for request in result.run_requests:
+            job = defs.resolve_job_def(request.job_name or sensor.job_name)
+            outcome = job.execute_in_process(instance=self.instance, tags=request.tags)
+            assert outcome.success
+            self.runs[job.name] += 1
+        return len(result.run_requests)
+
+    def round(self) -> int:
+        default = self.defs_by_pod["default"]
+        launched = self.tick(default, "email_sent_queue_sensor")
+        launched += self.tick(default, "email_events_router_sensor")
+        for defs in self.defs_by_pod.values():
+            launched += self.tick(defs, "email_receipts_queue_sensor")
+        return launched
+
+    def until_queues_empty(self, db, timeout=90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.round()
+            left = db.execute("select count(*) from control.queue_messages").fetchone()[0]
+            if left == 0:
+                return
+            assert time.monotonic() < deadline, f"{left} messages still queued"
+            time.sleep(0.1)  # let the retry delays pass
+
+
+@pytest.mark.slow
+def test_receipts_stream_end_to_end(
+    db, email_tables, resources, http, generator, instance, tenant, provider_keys
+):
+    from assets.notification_store import set_tenant_pod, template_stats
+    from resources.queues import MAX_RECEIVES
+
+    eu_tenant = tenant + "-eu"
+    set_tenant_pod(db, eu_tenant, "eu")
+    common = dict(timezone=ZONE, internal_senders=(INTERNAL_SENDER,), retry_base_seconds=0.05)
+    defs_by_pod = {
+        "default": email_defs(resources, pod="default", **common),
+        "eu": email_defs(resources, pod="eu", **common),
+    }
+    now = datetime.now(UTC)
+    scenario = generator.scenario(
+        [tenant, eu_tenant], 14, now, days=3, late_share=0.2, duplicate_share=0.25
+    )
+    late_found = scenario.late_notifications[::2]  # arrive while their receipts are retried
+    late_orphaned = scenario.late_notifications[1::2]  # arrive after their receipts were kept
+    assert late_found and late_orphaned
+    queues = resources["queues"]
+    queues.send("email_sent", scenario.notifications)
+
+    for request in scenario.requests:  # the providers, over HTTP, in arrival order
+        response = http.post(request.path, content=request.body, headers=request.headers)
+        assert response.status_code == 200, response.text
+
+    pipeline = Pipeline(instance, resources, defs_by_pod)
+    pipeline.round()
+    assert queues.depth("email_events") == 0  # routed
+    queues.send("email_sent", late_found)
+    pipeline.until_queues_empty(db)
+    orphan_refs = {
+        row[0]
+        for row in db.execute(
+            "select distinct provider_reference from raw.delivery_events where orphan"
+        ).fetchall()
+    }
+    expected_orphans = {n["provider_reference"] for n in late_orphaned
+                        if n["custom_params"]["sender"] != INTERNAL_SENDER}  # fmt: skip
+    assert orphan_refs == expected_orphans | set(scenario.never_sent_references)
+    queues.send("email_sent", late_orphaned)
+    pipeline.until_queues_empty(db)
+    assert pipeline.runs["email_receipts_drain"] >= MAX_RECEIVES
+
+    status, stored = expected_outcome(scenario)
+    actual_status = dict(
+        db.execute("select notification_id, status from raw.notifications").fetchall()
+    )
+    assert actual_status == status
+    events = {
+        (provider, event_id): nid
+        for provider, event_id, nid in db.execute(
+            "select provider, provider_event_id, notification_id from raw.delivery_events"
+        ).fetchall()
+    }
+    assert events == stored
+    assert db.execute("select count(*) from raw.delivery_events where orphan").fetchone() == (
+        len(scenario.never_sent_references),
+    )
+    assert db.execute("select count(*) from control.queue_dead_letters").fetchone() == (0,)
+    # every failure is on its ticket's timeline, once
+    failures = {nid for nid, s in status.items() if s.endswith("-failure")}
+    timeline = db.execute(
+        "select details->>'notification_id', count(*) from raw.activities "
+        "where action = 'email_delivery_failed' and tenant_id = any(%s) group by 1",
+        ([tenant, eu_tenant],),
+    ).fetchall()
+    assert dict(timeline) == dict.fromkeys(failures, 1)
+
+    # template statistics: notifications by (local day, template, current status)
+    zone = ZoneInfo(ZONE)
+    everything = scenario.notifications + scenario.late_notifications
+    expected_counts = Counter(
+        (
+            datetime.fromisoformat(n["sent_at"]).astimezone(zone).date(),
+            n["tenant_id"],
+            n["template_id"],
+            status[n["notification_id"]],
+        )
+        for n in everything
+    )
+    today = now.astimezone(zone).date()
+    days = sorted({day for day, *_ in expected_counts if day < today})
+    job = defs_by_pod["default"].resolve_job_def("template_stats_daily")
+    for _ in range(2):  # re-materializing gives the same rows
+        for day in days:
+            assert job.execute_in_process(instance=instance, partition_key=day.isoformat()).success
+        rows = db.execute(
+            "select day, tenant_id, template_id, status, notification_count "
+            "from analytics.template_stats_daily"
+        ).fetchall()
+        assert Counter({tuple(r[:4]): r[4] for r in rows}) == Counter(
+            {k: v for k, v in expected_counts.items() if k[0] < today}
+        )
+    for who in (tenant, eu_tenant):
+        live = template_stats(db, who, 7, zone, datetime.now(UTC))
+        got = Counter({(s.day, who, s.template_id, s.status): s.notification_count for s in live})
+        want = Counter({k: v for k, v in expected_counts.items() if k[1] == who})
+        assert got == want
+    # duplicates cannot inflate counts: the totals are the notifications, not the receipts
+    assert sum(expected_counts.values()) == len(everything)

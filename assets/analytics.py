@@ -91,6 +91,18 @@ def ensure_manifest(project: DbtProject) -> Path:
     return manifest
 
 
+def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
+    """Keep a build's parse state where dagster-dbt looks for it, so the next build (same
+    connection settings) parses only what changed instead of the whole project."""
+    source = run_target / "partial_parse.msgpack"
+    if not source.exists():
+        return
+    destination = project.project_dir / project.target_path / "partial_parse.msgpack"
+    scratch = destination.with_name(f".partial_parse.{os.getpid()}.msgpack")
+    shutil.copyfile(source, scratch)
+    os.replace(scratch, destination)
+
+
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
 ensure_manifest(dbt_project)
 
@@ -116,7 +128,9 @@ def analytics_dbt_models(
 ) -> Iterator[Any]:
     """`dbt build` of the selected models: run them, then their tests (reported as asset checks)."""
     os.environ.update(dbt_env(warehouse.url))
-    yield from dbt.cli(["build"], context=context).stream()
+    invocation = dbt.cli(["build"], context=context)
+    yield from invocation.stream()
+    keep_partial_parse(Path(invocation.target_path), dbt_project)
 
 
 analytics_job = dg.define_asset_job(

@@ -176,9 +176,9 @@ def rated_tickets(conn: psycopg.Connection, tenant_id: str) -> tuple[list[str], 
                    t.raw_data->'satisfaction_rating'->>'comment'),
                t.raw_data->'satisfaction_rating'->>'score'
         from raw.zendesk_tickets t join control.desks d on d.desk_id = t.desk_id
-        where d.tenant_id = %s
+        where d.tenant_id = %s and not t.is_deleted
           and t.raw_data->'satisfaction_rating'->>'score' in ('good', 'bad')
-        order by t.updated_at desc
+        order by t.updated_at desc nulls last
         limit %s
         """,
         (tenant_id, TRAINING_TICKETS),

@@ -11,10 +11,11 @@ The anomaly rule (plain functions below, also in the README), for a day D agains
   at least 3 days with items) by more than 3 x max(standard deviation, sqrt(mean), 1) -- the
   sqrt(mean) floor is the Poisson noise of a count, so a very steady week does not make every
   small wobble an anomaly;
-- **new topic**: a topic with at least 3 items on D and none in the trailing 7 days, while those
-  days had items (on a workspace's first days everything would be "new");
-- **growing topic**: a topic with at least 8 items on D and at least 2x its trailing daily
-  average (which must be above 0).
+- **new topic**: a topic with at least 3 items on D and none in the trailing 7 days;
+- **growing topic**: a topic with at least 8 items on D and at least 2x its average over the
+  trailing days (which must be above 0).
+  Both topic rules look only at trailing days that had feedback, and need at least 3 of them (on
+  a workspace's first days everything would be "new").
 
 Reports are computed from `raw.feedback_items` for the day and its trailing window, never from
 earlier reports, so partitions can be (re)materialized in any order.
@@ -108,13 +109,18 @@ def volume_anomaly(today: DayStats, trailing: Sequence[DayStats]) -> dict[str, A
 
 
 def topic_anomalies(
-    today: Counter[str], trailing: Sequence[Counter[str]], trailing_items: int
+    today: Counter[str], trailing: Sequence[Counter[str]], trailing_items: Sequence[int]
 ) -> list[dict[str, Any]]:
+    """New and growing topics. Only trailing days that had feedback count: a workspace's first
+    days (or a quiet weekend) are no evidence that a topic is new or has grown."""
+    active = [day for day, items in zip(trailing, trailing_items, strict=True) if items]
+    if len(active) < MIN_TRAILING_DAYS:
+        return []
     found = []
     for topic, count in sorted(today.items(), key=lambda kv: (-kv[1], kv[0])):
-        history = [day.get(topic, 0) for day in trailing]
-        average = sum(history) / max(len(trailing), 1)
-        if count >= NEW_TOPIC_MIN_ITEMS and sum(history) == 0 and trailing_items > 0:
+        history = [day.get(topic, 0) for day in active]
+        average = sum(history) / len(active)
+        if count >= NEW_TOPIC_MIN_ITEMS and sum(history) == 0:
             found.append(
                 {
                     "kind": "new_topic",
@@ -146,7 +152,7 @@ def day_anomalies(
 ) -> list[dict[str, Any]]:
     """Every anomaly of one day (one workspace and source) by the rule above."""
     found = [a for a in (negative_spike(today, trailing), volume_anomaly(today, trailing)) if a]
-    return found + topic_anomalies(topics_today, topics_trailing, sum(d.items for d in trailing))
+    return found + topic_anomalies(topics_today, topics_trailing, [d.items for d in trailing])
 
 
 # --- building a day's reports --------------------------------------------------------------------

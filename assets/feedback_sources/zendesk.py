@@ -31,13 +31,14 @@ BATCH_ROWS = 5000
 
 # public end-user comments: author = the ticket's requester
 COMMENTS_SQL = """
-select c.desk_id::text, c.comment_id::text, c.ticket_id, c.body, c.created_at,
+select c.desk_id::text, c.comment_id::text, c.ticket_id, c.body,
+       coalesce(c.created_at, t.created_at, c.synced_at),
        t.subject, t.req_name, t.requester_id
 from raw.zendesk_ticket_comments c
 join raw.zendesk_tickets t on t.desk_id = c.desk_id and t.ticket_id = c.ticket_id
 join control.desks d on d.desk_id = c.desk_id
 where (d.name = any(%(desks)s) or d.desk_id::text = any(%(desks)s))
-  and c.public and c.author_id = t.requester_id
+  and c.public and c.author_id = t.requester_id and not t.is_deleted
   and not exists (
       select 1 from raw.feedback_items f
       where f.source_id = %(source_id)s
@@ -47,11 +48,12 @@ order by c.created_at, c.comment_id
 
 SATISFACTION_SQL = """
 select t.desk_id::text, t.ticket_id, t.raw_data->'satisfaction_rating'->>'score',
-       t.raw_data->'satisfaction_rating'->>'comment', t.updated_at, t.subject, t.req_name,
+       t.raw_data->'satisfaction_rating'->>'comment',
+       coalesce(t.updated_at, t.created_at, t.synced_at), t.subject, t.req_name,
        t.requester_id
 from raw.zendesk_tickets t
 join control.desks d on d.desk_id = t.desk_id
-where (d.name = any(%(desks)s) or d.desk_id::text = any(%(desks)s))
+where (d.name = any(%(desks)s) or d.desk_id::text = any(%(desks)s)) and not t.is_deleted
   and t.raw_data->'satisfaction_rating'->>'score' in ('good', 'bad')
   and coalesce(t.raw_data->'satisfaction_rating'->>'comment', '') <> ''
   and not exists (
@@ -59,7 +61,7 @@ where (d.name = any(%(desks)s) or d.desk_id::text = any(%(desks)s))
       where f.source_id = %(source_id)s
         and f.external_id = 'satisfaction:' || t.desk_id::text || ':' || t.ticket_id::text
         and f.rating = t.raw_data->'satisfaction_rating'->>'score')
-order by t.updated_at, t.ticket_id
+order by t.ticket_id
 """
 
 

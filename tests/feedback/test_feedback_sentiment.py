@@ -1,0 +1,174 @@
+"""Sentiment: the evaluation on a labelled held-out set (accuracy, macro F1) beats always
+predicting the majority class; a tenant with enough rated tickets gets its own classifier, which
+scores its items, and the Zendesk source reads end-user comments for the chosen desks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import numpy as np
+import pytest
+from psycopg.types.json import Jsonb
+
+from assets.sentiment import BASELINE, ENGINES, evaluate, select_engine
+from assets.sentiment.base import score_labels
+from sandbox.feedback_text import rated_tickets
+
+
+def test_held_out_evaluation_beats_the_majority_class():
+    pairs = rated_tickets(800, seed=3)
+    texts, ratings = [p[0] for p in pairs], [p[1] for p in pairs]
+    result, _ = evaluate(texts, ratings)
+    assert result["test"] == 200 and result["train"] == 600
+    for engine in ENGINES:
+        assert 0 <= result[engine]["accuracy"] <= 1 and 0 <= result[engine]["macro_f1"] <= 1
+    selection = select_engine(texts, ratings)
+    chosen = selection.evaluation[selection.name]
+    majority = selection.evaluation["majority"]
+    assert chosen["accuracy"] > majority["accuracy"]
+    assert chosen["macro_f1"] > majority["macro_f1"]
+    # on this tenant's words the trained classifier beats the lexicon, so it is chosen
+    assert selection.name == "tenant_tfidf_logreg"
+    assert chosen["macro_f1"] > result[BASELINE]["macro_f1"]
+
+
+def test_too_few_ratings_keep_the_baseline():
+    pairs = rated_tickets(60)
+    selection = select_engine([p[0] for p in pairs], [p[1] for p in pairs])
+    assert selection.name == BASELINE and "fewer than" in selection.evaluation["reason"]
+
+
+@pytest.mark.parametrize(
+    ("score", "band", "label"),
+    [(0.9, 0.05, "positive"), (0.05, 0.05, "positive"), (0.0, 0.05, "neutral"),
+     (-0.04, 0.05, "neutral"), (-0.05, 0.05, "negative"), (-0.5, 0.2, "negative"),
+     (0.1, 0.2, "neutral")],
+)  # fmt: skip
+def test_score_labels(score, band, label):
+    assert score_labels(np.array([score]), band).tolist() == [label]
+
+
+def _insert_desk(db, tenant: str) -> tuple[int, str]:
+    name = f"desk-{uuid.uuid4().hex[:8]}"
+    desk_id = db.execute(
+        """
+        insert into control.desks (name, tenant_id, subdomain, base_url, auth_kind, auth_email,
+                                   token_encrypted)
+        values (%s, %s, %s, 'http://127.0.0.1:1', 'token', 'a@example.com', '\\x00')
+        returning desk_id
+        """,
+        (name, tenant, name),
+    ).fetchone()[0]
+    return desk_id, name
+
+
+def _insert_rated_tickets(db, desk_id: int, tenant: str, count: int) -> dict[str, int]:
+    """Tickets with satisfaction ratings; each has a requester comment, an agent reply and a
+    private note. Returns how many feedback items the zendesk source should find."""
+    now = datetime.now(UTC)
+    expected = {"comments": 0, "satisfaction": 0}
+    tickets, comments = [], []
+    for n, (text, rating) in enumerate(rated_tickets(count, seed=21)):
+        ticket_id, requester = 1000 + n, 50_000 + n
+        created = now - timedelta(hours=count - n)
+        score = rating if n % 10 else "offered"  # some tickets were offered a survey only
+        satisfaction = {"score": score, "comment": text if n % 3 == 0 else ""}
+        tickets.append(
+            (desk_id, ticket_id, tenant, "solved", f"Ticket {n}", requester, f"Customer {n}",
+             created, created + timedelta(minutes=30), created,
+             Jsonb({"id": ticket_id, "satisfaction_rating": satisfaction}))
+        )  # fmt: skip
+        comments.append((desk_id, 10 * ticket_id + 1, tenant, ticket_id, requester, True,
+                         f"<p>{text}</p>", created))  # fmt: skip
+        comments.append((desk_id, 10 * ticket_id + 2, tenant, ticket_id, 7, True,
+                         "Thanks for reaching out, we are looking into it.", created))  # fmt: skip
+        comments.append((desk_id, 10 * ticket_id + 3, tenant, ticket_id, requester, False,
+                         "internal", created))  # fmt: skip
+        expected["comments"] += 1
+        if score in ("good", "bad") and satisfaction["comment"]:
+            expected["satisfaction"] += 1
+    with db.cursor() as cur:
+        cur.executemany(
+            """
+            insert into raw.zendesk_tickets (desk_id, ticket_id, tenant_id, status, subject,
+                requester_id, req_name, created_at, updated_at, generated_at, raw_data)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            tickets,
+        )
+        cur.executemany(
+            """
+            insert into raw.zendesk_ticket_comments (desk_id, comment_id, tenant_id, ticket_id,
+                author_id, public, body, created_at, raw_data)
+            values (%s, %s, %s, %s, %s, %s, %s, %s, '{}')
+            """,
+            comments,
+        )
+    return expected
+
+
+@pytest.mark.slow
+def test_tenant_classifier_scores_zendesk_feedback(
+    make_workspace, add_source, dagster_resources, db
+):
+    from assets.feedback import feedback_enrichment, feedback_items
+
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    desk_id, desk_name = _insert_desk(db, tenant)
+    expected = _insert_rated_tickets(db, desk_id, tenant, 400)
+    workspace = make_workspace(tenant=tenant)
+    add_source(workspace, "zendesk", "helpdesk", desk=[desk_name])
+
+    for _ in range(2):  # a second pull finds nothing new
+        result = dg.materialize(
+            [feedback_items, feedback_enrichment],
+            resources=dagster_resources,
+            run_config={"ops": {"feedback_items": {"config": {"workspace": workspace.name}}}},
+        )
+        assert result.success
+    rows = db.execute(
+        """
+        select split_part(external_id, ':', 1), count(*), count(distinct sentiment_model),
+               min(sentiment_model), count(*) filter (where rating in ('good', 'bad'))
+        from raw.feedback_items where workspace_id = %s group by 1 order by 1
+        """,
+        (workspace.workspace_id,),
+    ).fetchall()
+    assert rows == [
+        ("comment", expected["comments"], 1, "tenant_tfidf_logreg", 0),
+        ("satisfaction", expected["satisfaction"], 1, "tenant_tfidf_logreg",
+         expected["satisfaction"]),
+    ]  # fmt: skip
+    text = db.execute(
+        "select text from raw.feedback_items where workspace_id = %s limit 1",
+        (workspace.workspace_id,),
+    ).fetchone()[0]
+    assert "<p>" not in text
+
+    # the evaluation is recorded as run metadata and in control.sentiment_evaluations
+    first = dg.materialize(
+        [feedback_enrichment], resources=dagster_resources
+    ).asset_materializations_for_node("feedback_enrichment")[0]
+    figures = first.metadata["sentiment_evaluation"].value[tenant]
+    assert figures["chosen"] == "tenant_tfidf_logreg"
+    assert figures["tenant_tfidf_logreg"]["macro_f1"] > figures["majority"]["macro_f1"]
+    assert figures["tenant_tfidf_logreg"]["accuracy"] > figures["majority"]["accuracy"]
+    assert "macro F1" in first.metadata["sentiment_evaluation_table"].value
+    stored = db.execute(
+        "select chosen_engine, figures from control.sentiment_evaluations where tenant_id = %s "
+        "order by evaluated_at desc limit 1",
+        (tenant,),
+    ).fetchone()
+    assert stored[0] == "tenant_tfidf_logreg" and stored[1]["test"] == figures["test"]
+
+    # agreement with the ratings on the satisfaction items themselves
+    agree = db.execute(
+        """
+        select avg(case when (sentiment_label = 'negative') = (rating = 'bad') then 1 else 0 end)
+        from raw.feedback_items where workspace_id = %s and rating in ('good', 'bad')
+        """,
+        (workspace.workspace_id,),
+    ).fetchone()[0]
+    assert agree > 0.75

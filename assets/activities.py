@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from assets.activity_export_files import export_day
+from assets.activity_export_files import EXPORT_SCHEMA, export_day
 from assets.activity_store import (
     DEFAULT_DAYS_AHEAD,
     DEFAULT_RETENTION_DAYS,
@@ -241,6 +241,11 @@ def _days(context: dg.AssetExecutionContext) -> list[date]:
     # seven days into each run (5 runs, not 30 run processes on a small machine), while a failure
     # repeats at most a week and several runs can proceed side by side.
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
+    metadata={
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(field.name, str(field.type)) for field in EXPORT_SCHEMA]
+        )
+    },
     description=(
         "Daily dashboard (user) activities of every tenant as Parquet and CSV at "
         "activities/tenant=<t>/date=<YYYY-MM-DD>/ of the export storage."

@@ -59,6 +59,12 @@ copy (
 """
 
 
+def export_copy_query(day: date) -> sql.Composed:
+    """The `COPY ... TO STDOUT` of one day's user activities, sorted by tenant and time."""
+    start, end = day_bounds(day)
+    return sql.SQL(_EXPORT_QUERY).format(start=sql.Literal(start), end=sql.Literal(end))
+
+
 def export_dir(tenant_id: str, day: date) -> str:
     """Where one tenant's files for one day go, relative to the export storage."""
     return f"activities/tenant={tenant_id}/date={day.isoformat()}"
@@ -159,8 +165,7 @@ def export_day(
 
     Tenants without user activities that day get no files.
     """
-    start, end = day_bounds(day)
-    query = sql.SQL(_EXPORT_QUERY).format(start=sql.Literal(start), end=sql.Literal(end))
+    query = export_copy_query(day)
     exports: list[TenantExport] = []
     staging = Path(tempfile.mkdtemp(prefix="sf-activity-export-"))
     current: _TenantFiles | None = None
@@ -171,6 +176,8 @@ def export_day(
                 read_options=pacsv.ReadOptions(
                     column_names=list(_WIRE_TYPES), block_size=block_size
                 ),
+                # no newlines_in_values: every text column is validated printable on arrival
+                # and jsonb's text form escapes newlines, so blocks split in parallel safely
                 convert_options=pacsv.ConvertOptions(
                     column_types=_WIRE_TYPES, strings_can_be_null=False
                 ),

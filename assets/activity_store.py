@@ -78,6 +78,10 @@ def drop_expired_partitions(
     """
     cutoff = retention_cutoff(today, retention_days)
     expired = [day for day in partition_days(conn) if day < cutoff]
+    if expired:
+        # A drop waits for readers of the partition (a long export); while it waits, inserts
+        # queue behind it. Give up after a while instead: the schedule tries again tomorrow.
+        conn.execute("set local lock_timeout = '30s'")
     for day in expired:
         conn.execute(
             sql.SQL("drop table if exists raw.{}").format(

@@ -804,8 +804,11 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int |
 def routes(config: Any) -> list[BaseRoute]:
     """Route provider (see sandbox/server.py). Accounts come from
     `config.extra["zendesk_accounts"]` or one "default" account built from the config."""
-    accounts: dict[str, ZendeskSandbox] = config.extra.get("zendesk_accounts") or {}
-    if not accounts:
+    if "zendesk_accounts" in config.extra:
+        # the caller's dict, kept by reference: accounts may be added while serving
+        accounts: dict[str, ZendeskSandbox] = config.extra["zendesk_accounts"]
+    else:
+        accounts = {}
         accounts[DEFAULT_ACCOUNT] = ZendeskSandbox(
             seed=config.seed,
             tickets=config.tickets,

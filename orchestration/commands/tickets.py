@@ -194,6 +194,7 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
         instance=instance,
         tags={DESK_TAG: name},
         raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     if not result.success:
         with get_pool(url).connection() as conn:

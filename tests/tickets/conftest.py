@@ -1,0 +1,183 @@
+"""Fixtures for the tickets domain: sandbox Zendesk accounts over real HTTP, desks pointing at
+them, an in-process sync, and the comparison with the sandbox's ground truth."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+import pytest
+
+from sandbox.server import SandboxConfig, build_app, start_in_thread
+from sandbox.zendesk import (
+    SANDBOX_EMAIL,
+    SANDBOX_OAUTH_TOKEN,
+    SANDBOX_TOKEN,
+    RateLimits,
+    ZendeskSandbox,
+)
+
+FAST_LIMITS = RateLimits(export_per_minute=600, api_per_minute=6000)
+
+
+class SandboxHost:
+    """One sandbox server hosting named accounts at /accounts/<name>."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, ZendeskSandbox] = {}
+        self.base_url, self.stop = start_in_thread(
+            build_app(SandboxConfig(extra={"zendesk_accounts": self.accounts}))
+        )
+
+    def add(self, sandbox: ZendeskSandbox, name: str | None = None) -> tuple[str, str]:
+        """Host `sandbox`; returns (account name, its base URL)."""
+        name = name or f"acct-{uuid.uuid4().hex[:8]}"
+        self.accounts[name] = sandbox
+        return name, f"{self.base_url}/accounts/{name}"
+
+
+@pytest.fixture(scope="session")
+def sandbox_host() -> Iterator[SandboxHost]:
+    host = SandboxHost()
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+def secret_box(settings):
+    from resources.secrets import SecretBox
+
+    return SecretBox.from_settings(settings.secret_key, settings.home)
+
+
+@pytest.fixture
+def make_desk(db, secret_box, sandbox_host) -> Callable:
+    """Register a desk for a sandbox account (unique name); returns the Desk."""
+    from assets.desks import add_desk
+
+    def make(
+        sandbox: ZendeskSandbox,
+        *,
+        oauth: bool = False,
+        token: str | None = None,
+        export_rate: int = 600,
+        api_rate: int = 6000,
+        interval: int = 300,
+    ):
+        _, base_url = sandbox_host.add(sandbox)
+        name = f"desk-{uuid.uuid4().hex[:10]}"
+        return add_desk(
+            db,
+            secret_box,
+            name=name,
+            subdomain="sandbox",
+            base_url=base_url,
+            email=None if oauth else SANDBOX_EMAIL,
+            token=token or (SANDBOX_OAUTH_TOKEN if oauth else SANDBOX_TOKEN),
+            oauth=oauth,
+            tenant_id=f"tenant-{name}",
+            sync_interval_seconds=interval,
+            export_rate_per_minute=export_rate,
+            api_rate_per_minute=api_rate,
+        )
+
+    return make
+
+
+def zendesk_resource(settings, *, page_size: int = 1000, timeout: float = 30.0):
+    from resources.zendesk import ZendeskClient
+
+    return ZendeskClient(
+        home=str(settings.home),
+        secret_key=settings.secret_key or "",
+        page_size=page_size,
+        events_page_size=page_size,
+        timeout_seconds=timeout,
+        backoff_base_seconds=0.05,
+        max_attempts=8,
+    )
+
+
+@pytest.fixture
+def run_sync(resources, settings) -> Callable:
+    """Materialize one desk's partition in process; returns the ExecuteInProcessResult."""
+    from assets.tickets import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
+
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(desk, *, page_size: int = 1000, timeout: float = 30.0, raise_on_error: bool = True):
+        if not instance.has_dynamic_partition(DESK_PARTITIONS.name, desk.name):
+            instance.add_dynamic_partitions(DESK_PARTITIONS.name, [desk.name])
+        return dg.materialize(
+            [zendesk_tickets, zendesk_ticket_comments],
+            partition_key=desk.name,
+            instance=instance,
+            resources={
+                **resources,
+                "zendesk": zendesk_resource(settings, page_size=page_size, timeout=timeout),
+            },
+            raise_on_error=raise_on_error,
+        )
+
+    return run
+
+
+def materialized_metadata(result) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        out[materialization.asset_key.to_user_string()] = {
+            k: v.value for k, v in materialization.metadata.items()
+        }
+    return out
+
+
+def assert_matches_truth(db, desk, sandbox: ZendeskSandbox) -> None:
+    """The desk's rows equal the sandbox's ground truth exactly."""
+    truth = sandbox.truth_tickets()
+    rows = db.execute(
+        "select ticket_id, status, is_deleted, raw_data, generated_at, tenant_id, req_name, "
+        "assignee_name, group_name from raw.zendesk_tickets where desk_id = %s",
+        (desk.desk_id,),
+    ).fetchall()
+    assert len(rows) == len(truth)
+    by_id = {r[0]: r for r in rows}
+    assert set(by_id) == set(truth)
+    for tid, ticket in truth.items():
+        _, status, is_deleted, raw, generated, tenant, req_name, assignee_name, group_name = by_id[
+            tid
+        ]
+        assert raw == ticket, f"ticket {tid} differs from the sandbox"
+        assert status == ticket["status"]
+        assert is_deleted == (ticket["status"] == "deleted")
+        assert int(generated.timestamp()) == ticket["generated_timestamp"]
+        assert tenant == desk.tenant_id
+        assert req_name == sandbox.users[ticket["requester_id"]]["name"]
+        if ticket["assignee_id"]:
+            assert assignee_name == sandbox.users[ticket["assignee_id"]]["name"]
+        if ticket["group_id"]:
+            assert group_name == sandbox.groups[ticket["group_id"]]["name"]
+    comments = sandbox.truth_comments()
+    stored = db.execute(
+        "select comment_id, ticket_id, author_id, public, body, tenant_id "
+        "from raw.zendesk_ticket_comments where desk_id = %s",
+        (desk.desk_id,),
+    ).fetchall()
+    assert len(stored) == len(comments)  # primary key: each at most once; count: each once
+    for cid, ticket_id, author_id, public, body, tenant in stored:
+        expected = comments[cid]
+        assert (ticket_id, author_id, public, body) == (
+            expected["ticket_id"],
+            expected["author_id"],
+            expected["public"],
+            expected["body"],
+        )
+        assert tenant == desk.tenant_id
+    users = sandbox.truth_users()
+    stored_users = dict(
+        db.execute(
+            "select user_id, name from raw.zendesk_users where desk_id = %s", (desk.desk_id,)
+        ).fetchall()
+    )
+    assert stored_users == {uid: u["name"] for uid, u in users.items()}

@@ -1,0 +1,166 @@
+"""Plain rules: API objects -> rows, the events export's paging rule, the client's backoff,
+Retry-After parsing, request budget and auth header."""
+
+from __future__ import annotations
+
+import base64
+import random
+
+import orjson
+import pytest
+
+from assets.ticket_rows import (
+    TICKET_COLUMNS,
+    comment_rows,
+    latest_tickets,
+    next_events_start,
+    ticket_rows,
+    user_rows,
+)
+from resources.zendesk import (
+    Credentials,
+    TokenBucket,
+    backoff_delay,
+    budget_rate,
+    parse_retry_after,
+)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "count", "expected"),
+    [
+        (100, 250, 1000, 250),  # pages overlap: the next one starts at end_time
+        (100, 100, 1500, 101),  # the whole page shares one second: move past it
+        (100, 100, 0, 100),  # nothing new: stay
+        (0, 0, 0, 0),
+        (100, 90, 3, 101),  # a clock going backwards never loops
+    ],
+)
+def test_next_events_start(start, end, count, expected):
+    assert next_events_start(start, end, count) == expected
+
+
+def ticket(tid, generated, **extra):
+    return {
+        "id": tid,
+        "generated_timestamp": generated,
+        "status": "open",
+        "requester_id": 1,
+        "assignee_id": 2,
+        "group_id": 3,
+        **extra,
+    }
+
+
+def test_latest_tickets_keeps_the_newest_version():
+    chosen = latest_tickets(
+        [ticket(1, 10, subject="old"), ticket(2, 5), ticket(1, 20, subject="new"), ticket(1, 15)]
+    )
+    assert {t["id"]: t.get("subject") for t in chosen} == {1: "new", 2: None}
+
+
+def test_ticket_rows_take_names_from_sideloads_and_keep_the_whole_object():
+    raw = ticket(7, 1700000000, subject="Grüße 🎉", custom_fields=[{"id": 5, "value": "x"}])
+    page = {
+        "tickets": [raw],
+        "users": [{"id": 1, "name": "Ana", "email": "ana@x"}, {"id": 2, "name": "Ben"}],
+        "groups": [{"id": 3, "name": "Billing"}],
+        "metric_sets": [{"ticket_id": 7, "solved_at": "2026-01-01T00:00:00Z"}],
+    }
+    (row,) = ticket_rows(page)
+    values = dict(zip(TICKET_COLUMNS, row, strict=True))
+    assert values["req_name"] == "Ana" and values["req_email"] == "ana@x"
+    assert values["assignee_name"] == "Ben" and values["group_name"] == "Billing"
+    assert values["solved_at"] == "2026-01-01T00:00:00Z"
+    assert values["generated_ts"] == 1700000000
+    assert orjson.loads(values["raw_data"]) == raw
+
+
+def test_ticket_rows_without_sideloads_leave_names_empty():
+    (row,) = ticket_rows({"tickets": [ticket(1, 1)]})
+    values = dict(zip(TICKET_COLUMNS, row, strict=True))
+    assert values["req_name"] is None and values["group_name"] is None
+
+
+def test_user_rows_write_each_version_once():
+    written: dict = {}
+    users = [{"id": 1, "name": "A", "updated_at": "t1"}, {"id": 2, "name": "B", "updated_at": "t1"}]
+    assert len(user_rows(users, written)) == 2
+    assert user_rows(users, written) == []
+    assert len(user_rows([{"id": 1, "name": "A2", "updated_at": "t2"}], written)) == 1
+
+
+def test_comment_rows_skip_other_events_and_overlaps():
+    events = [
+        {
+            "ticket_id": 9,
+            "child_events": [{"id": 1, "event_type": "Comment", "body": "hi", "public": True}],
+        },
+        {
+            "ticket_id": 9,
+            "child_events": [{"id": 2, "event_type": "Change", "field_name": "status"}],
+        },
+        {
+            "ticket_id": 8,
+            "child_events": [{"id": 3, "type": "Comment", "body": "b", "public": False}],
+        },
+    ]
+    seen: set[int] = set()
+    rows = comment_rows(events, seen)
+    assert [(r[0], r[1]) for r in rows] == [(1, 9), (3, 8)]
+    assert comment_rows(events, seen) == []  # the overlapping page adds nothing
+    assert orjson.loads(rows[0][-1])["ticket_id"] == 9
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("3", 3.0),
+        ("0", 0.0),
+        (" 12 ", 12.0),
+        ("1.5", 1.5),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-4", 0.0),
+    ],
+)
+def test_parse_retry_after(value, expected):
+    assert parse_retry_after(value) == expected
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 3, 10])
+def test_backoff_grows_with_jitter_and_is_capped(attempt):
+    rng = random.Random(attempt)
+    ceiling = min(60.0, 1.0 * 2**attempt)
+    delays = [backoff_delay(attempt, 1.0, 60.0, rng) for _ in range(50)]
+    assert all(ceiling / 2 <= d <= ceiling for d in delays)
+    assert len(set(delays)) > 1  # jitter
+
+
+def test_token_bucket_paces_requests_to_the_rate():
+    clock = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        clock[0] += seconds
+
+    bucket = TokenBucket(60, capacity=1, clock=lambda: clock[0], sleep=sleep)  # 1 per second
+    for _ in range(5):
+        bucket.acquire()
+    assert clock[0] == pytest.approx(4.0)  # first immediate, then one a second
+
+
+@pytest.mark.parametrize(("plan", "allowed"), [(10, 9.0), (30, 27.0), (700, 630.0), (1, 1.0)])
+def test_budget_stays_below_the_plan(plan, allowed):
+    assert budget_rate(plan) == pytest.approx(allowed)
+
+
+def test_credentials_headers_and_repr_hide_the_secret():
+    basic = Credentials(kind="token", secret="s3cret", email="a@b.c")
+    assert basic.header() == "Basic " + base64.b64encode(b"a@b.c/token:s3cret").decode()
+    assert Credentials(kind="oauth", secret="tok").header() == "Bearer tok"
+    assert "s3cret" not in repr(basic)
+    with pytest.raises(ValueError):
+        Credentials(kind="token", secret="x").header()

@@ -20,6 +20,7 @@ from assets.feedback_sources.base import FeedbackValidationError, PullContext, S
 from assets.feedback_sources.webhook import item_from_message
 from assets.feedback_store import (
     UpsertCounts,
+    get_workspace,
     list_sources,
     lock_source,
     save_cursor,
@@ -85,6 +86,8 @@ def pull_sources(
 ) -> list[SourcePull]:
     pulled_kinds = [name for name, kind in SOURCE_KINDS.items() if kind.pulled]
     with connect() as conn:
+        if workspace:
+            get_workspace(conn, workspace)  # a mistyped name is an error, not "nothing to do"
         sources = list_sources(conn, workspace or None, pulled_kinds)
     context = PullContext(connection=connect, discourse_client=discourse, log=log)
     return [pull_source(connect, source, context) for source in sources]

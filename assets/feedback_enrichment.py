@@ -234,16 +234,24 @@ def enrich(
         ).fetchall()
     for workspace_id, name, tenant_id in workspaces:
         report.workspaces += 1
-        if tenant_id not in selections:
-            with connect() as conn:
-                texts, ratings = rated_tickets(conn, tenant_id)
-                selections[tenant_id] = select_engine(texts, ratings)
-                record_evaluation(conn, tenant_id, selections[tenant_id])
-        selection = selections[tenant_id]
-        report.engines[tenant_id] = selection.name
-        if "test" in selection.evaluation:
-            report.evaluations[tenant_id] = selection.evaluation
-        report.items_enriched += enrich_items(connect, workspace_id, selection)
+        with connect() as conn:
+            pending = conn.execute(
+                "select exists (select 1 from raw.feedback_items where workspace_id = %s "
+                "and enriched_hash is distinct from content_hash)",
+                (workspace_id,),
+            ).fetchone()[0]
+        if pending:
+            # the engine is chosen (and a classifier trained) only when there is work for it
+            if tenant_id not in selections:
+                with connect() as conn:
+                    texts, ratings = rated_tickets(conn, tenant_id)
+                    selections[tenant_id] = select_engine(texts, ratings)
+                    record_evaluation(conn, tenant_id, selections[tenant_id])
+            selection = selections[tenant_id]
+            report.engines[tenant_id] = selection.name
+            if "test" in selection.evaluation:
+                report.evaluations[tenant_id] = selection.evaluation
+            report.items_enriched += enrich_items(connect, workspace_id, selection)
         updated, labels = assign_topics(connect, workspace_id)
         report.topics_updated += updated
         report.topic_labels[name] = labels

@@ -49,6 +49,7 @@ GROWING_TOPIC_MIN_ITEMS = 8
 GROWTH_FACTOR = 2.0
 TOP_TOPICS = 5
 CHART_DAYS = 14
+UI_REPORTS = 10  # workspaces shown inline in the UI; every one gets its HTML file
 ALL_SOURCES = "all"
 
 
@@ -433,9 +434,19 @@ def insight_reports(
         reports = build_reports(conn, day)
         rows = store_reports(conn, day, reports)
     sections, files, anomalies = [], {}, 0
-    for report in reports:
+    # the UI shows workspaces with anomalies first, then the busiest
+    ordered = sorted(
+        reports,
+        key=lambda r: (
+            -sum(len(row["anomalies"]) for row in r.rows.values()),
+            -r.rows.get(ALL_SOURCES, {}).get("items", 0),
+            r.name,
+        ),
+    )
+    for n, report in enumerate(ordered):
         markdown_text = render_markdown(report)
-        sections.append(markdown_text)
+        if n < UI_REPORTS:
+            sections.append(markdown_text)
         html_text = render_html(markdown_text, f"Feedback insights {report.name} {day}")
         files[report.name] = export_storage.write_bytes(
             report_path(report.name, day), html_text.encode(), content_type="text/html"
@@ -447,7 +458,15 @@ def insight_reports(
             "workspaces": len(reports),
             "rows": rows,
             "anomalies": anomalies,
-            "report": dg.MetadataValue.md("\n\n".join(sections) or "No workspaces."),
+            "report": dg.MetadataValue.md(
+                "\n\n".join(sections)
+                + (
+                    f"\n\n_{len(reports) - UI_REPORTS} more workspace(s): see html_files._"
+                    if len(reports) > UI_REPORTS
+                    else ""
+                )
+                or "No workspaces."
+            ),
             "html_files": dg.MetadataValue.json(files),
         }
     )

@@ -48,7 +48,10 @@ def clean_html(html: str) -> str:
     if "<" not in html and "&" not in html:
         return _SPACES.sub(" ", html).strip()[:MAX_TEXT_CHARS]
     soup = BeautifulSoup(html, "html.parser")
-    for node in soup.select("aside.quote, blockquote, pre, code, script, style"):
+    # find_all, not CSS select: soupsieve costs a third of the parse time
+    for node in soup.find_all(("blockquote", "pre", "code", "script", "style")):
+        node.decompose()
+    for node in soup.find_all("aside", class_="quote"):
         node.decompose()
     return _SPACES.sub(" ", soup.get_text(" ", strip=True)).strip()[:MAX_TEXT_CHARS]
 

@@ -367,11 +367,11 @@ def apply_receipts(
         if is_internal_sender(receipt.sender, internal_senders):
             results.ignored += 1
             continue
-        notification_id = _find_notification(conn, receipt)
-        if notification_id is None:
+        found, event_pk, new_status = _store_and_apply(conn, receipt)
+        if not found:
             _reference_lock(conn, receipt.provider, receipt.provider_reference)
-            notification_id = _find_notification(conn, receipt)
-        if notification_id is None:
+            found, event_pk, new_status = _store_and_apply(conn, receipt)
+        if not found:
             if _event_stored(conn, receipt):
                 results.duplicates += 1
             elif last:
@@ -380,14 +380,10 @@ def apply_receipts(
             else:
                 results.missing.append(index)
             continue
-        event_pk = _store_event(conn, receipt, notification_id, orphan=False)
         if event_pk is None:
             results.duplicates += 1
             continue
         results.applied += 1
-        new_status = _apply_status(
-            conn, event_pk, notification_id, receipt.outcome, receipt.occurred_at, receipt.reason
-        )
         if new_status is not None:
             results.status_changes += 1
             if new_status in FAILURE_STATUSES:
@@ -395,14 +391,69 @@ def apply_receipts(
     return results
 
 
-def _find_notification(conn: psycopg.Connection, receipt: Receipt) -> str | None:
+# One round trip per receipt: lock the notification (so receipts of one notification apply one
+# after another even across drains), store the event unless it is a duplicate, and move the
+# status when the rules allow. The UPDATE's WHERE repeats the rule, so it can never apply twice.
+_STORE_AND_APPLY_SQL = """
+with target as (
+    select notification_id, status from raw.notifications
+    where provider = %(provider)s and provider_reference = %(reference)s
+      and (%(tenant)s::text is null or tenant_id = %(tenant)s::text)
+    for update
+), stored as (
+    insert into raw.delivery_events
+        (provider, provider_event_id, provider_reference, tenant_id, notification_id,
+         event_type, outcome, severity, reason, occurred_at, orphan, payload, status_applied)
+    select %(provider)s, %(event_id)s, %(reference)s, %(tenant)s, t.notification_id,
+           %(event_type)s, %(outcome)s, %(severity)s, %(reason)s, %(occurred_at)s, false,
+           %(payload)s,
+           case when t.status = any(%(allowed)s::text[]) then %(new_status)s::text end
+    from target t
+    on conflict (provider, provider_event_id) do nothing
+    returning delivery_event_id, notification_id, status_applied
+), changed as (
+    update raw.notifications n
+    set status = s.status_applied, status_reason = %(reason)s,
+        status_updated_at = %(occurred_at)s
+    from stored s
+    where n.notification_id = s.notification_id and s.status_applied is not null
+      and n.status = any(%(allowed)s::text[])
+    returning n.notification_id
+)
+select t.notification_id, s.delivery_event_id, s.status_applied,
+       (select count(*) from changed)
+from target t left join stored s on true
+"""
+
+
+def _store_and_apply(
+    conn: psycopg.Connection, receipt: Receipt
+) -> tuple[bool, int | None, str | None]:
+    """(notification found, stored event id or None for a duplicate, the status it set)."""
     row = conn.execute(
-        "select notification_id from raw.notifications "
-        "where provider = %s and provider_reference = %s "
-        "and (%s::text is null or tenant_id = %s::text)",
-        (receipt.provider, receipt.provider_reference, receipt.tenant_id, receipt.tenant_id),
+        _STORE_AND_APPLY_SQL,
+        {
+            "provider": receipt.provider,
+            "reference": receipt.provider_reference,
+            "tenant": receipt.tenant_id,
+            "event_id": receipt.provider_event_id,
+            "event_type": receipt.event_type,
+            "outcome": receipt.outcome,
+            "severity": receipt.severity,
+            "reason": receipt.reason,
+            "occurred_at": receipt.occurred_at,
+            "payload": Jsonb(receipt.payload),
+            "allowed": list(statuses_it_may_change(receipt.outcome)),
+            "new_status": status_for_outcome(receipt.outcome),
+        },
     ).fetchone()
-    return row[0] if row else None
+    if row is None:
+        return False, None, None
+    _, event_pk, new_status, changed = row
+    if (new_status is not None) != bool(changed):
+        # cannot happen while the row lock holds; refuse rather than record a wrong status
+        raise RuntimeError(f"status of {receipt.provider_reference} changed under a receipt")
+    return True, event_pk, new_status
 
 
 def _event_stored(conn: psycopg.Connection, receipt: Receipt) -> bool:

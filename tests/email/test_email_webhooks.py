@@ -79,6 +79,15 @@ def test_valid_ses_notification_is_queued(http, email_tables, generator, tenant,
     assert message["sender"] == n["custom_params"]["sender"]
 
 
+def test_sns_certificate_fetched_once_then_cached(http, email_tables, generator, tenant, aws_host):
+    for _ in range(3):
+        n = a_notification(generator, tenant, "ses")
+        data, planned = generator.ses_event(n, "delivered", datetime.now(UTC))
+        assert post(http, generator.ses_request(data, planned)).status_code == 200
+    assert aws_host.fetched.count(generator.keys.sns_certificate_url) == 1
+    assert len(queued(email_tables)) == 3
+
+
 def test_sns_subscription_confirmed_only_for_allowed_topics(
     http, email_tables, generator, aws_host
 ):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -206,13 +206,21 @@ def _reference_lock(conn: psycopg.Connection, provider: str, reference: str) -> 
     )
 
 
+class SentResults(NamedTuple):
+    inserted: int
+    adopted: int  # orphan receipts applied
+    conflicts: list[int]  # indexes whose provider reference belongs to another notification
+
+
 def store_sent_notifications(
     conn: psycopg.Connection, notifications: Sequence[SentNotification]
-) -> tuple[int, int]:
+) -> SentResults:
     """Insert new notifications with status `sending` (a repeat has no effect) and adopt their
-    orphan receipts. Returns (inserted, orphan receipts adopted)."""
+    orphan receipts. A different notification with the same provider reference is a conflict,
+    reported (not stored) so the caller can dead-letter it."""
     inserted = adopted = 0
-    for n in notifications:
+    conflicts: list[int] = []
+    for index, n in enumerate(notifications):
         row = conn.execute(
             """
             insert into raw.notifications
@@ -237,6 +245,13 @@ def store_sent_notifications(
             ),
         ).fetchone()
         if row is None:
+            same = conn.execute(
+                "select 1 from raw.notifications where notification_id = %s "
+                "and provider = %s and provider_reference = %s",
+                (n.notification_id, n.provider, n.provider_reference),
+            ).fetchone()
+            if same is None:
+                conflicts.append(index)
             continue
         inserted += 1
         _reference_lock(conn, n.provider, n.provider_reference)
@@ -262,7 +277,7 @@ def store_sent_notifications(
             if new_status in FAILURE_STATUSES:
                 _maybe_failure_activity(conn, event_pk)
             adopted += 1
-    return inserted, adopted
+    return SentResults(inserted, adopted, conflicts)
 
 
 # --- receipts ----------------------------------------------------------------------------------

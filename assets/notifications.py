@@ -150,11 +150,15 @@ def notifications(
     totals = {"inserted": 0, "adopted_receipts": 0}
 
     def apply_batch(messages: list[Message]) -> BatchOutcome:
-        parsed, _, rejected = _parse_all(messages, parse_sent_notification)
+        parsed, kept, rejected = _parse_all(messages, parse_sent_notification)
         with warehouse.connection() as conn:
-            inserted, adopted = store_sent_notifications(conn, parsed)
-        totals["inserted"] += inserted
-        totals["adopted_receipts"] += adopted
+            results = store_sent_notifications(conn, parsed)
+        totals["inserted"] += results.inserted
+        totals["adopted_receipts"] += results.adopted
+        for index in results.conflicts:
+            rejected[kept[index].receipt] = (
+                "provider_reference already belongs to another notification_id"
+            )
         return BatchOutcome(rejected=rejected)
 
     report = drain(

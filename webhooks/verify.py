@@ -94,16 +94,6 @@ class MailgunTokenStore:
         with self._connection() as conn:
             conn.execute("delete from control.mailgun_seen_tokens where token = %s", (token,))
 
-    def prune(self, older_than_seconds: float = 2 * REPLAY_WINDOW_SECONDS) -> int:
-        """Tokens older than the window can never pass the timestamp check again."""
-        with self._connection() as conn:
-            cur = conn.execute(
-                "delete from control.mailgun_seen_tokens "
-                "where seen_at < now() - make_interval(secs => %s)",
-                (float(older_than_seconds),),
-            )
-            return cur.rowcount
-
 
 # --- SendGrid ----------------------------------------------------------------------------------
 

@@ -185,15 +185,17 @@ def test_missing_notification_retried_then_orphaned_then_adopted(
     ).fetchone()
     assert orphans == (2,)
     with psycopg.connect(db_url) as conn:
-        inserted, adopted = store_sent_notifications(conn, [parse_sent_notification(n)])
-    assert (inserted, adopted) == (1, 2)
+        inserted, adopted, conflicts = store_sent_notifications(conn, [parse_sent_notification(n)])
+    assert (inserted, adopted, conflicts) == (1, 2, [])
     assert status_of(db, n) == "temporary-failure"
     assert db.execute(
         "select count(*) from raw.delivery_events where orphan and tenant_id = %s", (tenant,)
     ).fetchone() == (0,)
     assert len(failure_activities(db, tenant)) == 1
     with psycopg.connect(db_url) as conn:  # email_sent re-delivered: nothing new
-        assert store_sent_notifications(conn, [parse_sent_notification(n)]) == (0, 0)
+        assert store_sent_notifications(conn, [parse_sent_notification(n)]) == (0, 0, [])
+        imposter = {**n, "notification_id": "someone-else"}
+        assert store_sent_notifications(conn, [parse_sent_notification(imposter)]).conflicts == [0]
 
 
 def test_receipts_for_internal_senders_are_ignored(db, db_url, email_tables, generator, tenant):

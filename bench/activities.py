@@ -13,7 +13,6 @@ Runs its own embedded PostgreSQL in a temporary SUPPORTFLOW_HOME. Median of `--r
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -23,10 +22,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-HOME = Path(tempfile.mkdtemp(prefix="sf-bench-activities-"))
-os.environ["SUPPORTFLOW_HOME"] = str(HOME)
-os.environ.pop("SUPPORTFLOW_DATABASE_URL", None)
-os.environ["SUPPORTFLOW_QUEUE_BACKEND"] = "postgres"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.activity_export_files import day_bounds, export_copy_query, export_day  # noqa: E402
@@ -117,7 +112,7 @@ def fill_export_day(db, rows: int, day) -> None:
     db.execute("analyze raw.activities")
 
 
-def bench_export(db, rows: int, rounds: int) -> None:
+def bench_export(db, rows: int, rounds: int, home: Path) -> None:
     day = datetime.now(UTC).date() - timedelta(days=1)
     fill_export_day(db, rows, day)
     user_rows = db.execute(
@@ -133,12 +128,12 @@ def bench_export(db, rows: int, rounds: int) -> None:
                 size += len(chunk)
         raw_times.append(time.perf_counter() - started)
 
-        storage = ExportStorage(export_url=str(HOME / f"exports-{round_}"))
+        storage = ExportStorage(export_url=str(home / f"exports-{round_}"))
         started = time.perf_counter()
         exports = export_day(db, storage, day)
         export_times.append(time.perf_counter() - started)
         assert sum(e.rows for e in exports) == user_rows
-        shutil.rmtree(HOME / f"exports-{round_}", ignore_errors=True)
+        shutil.rmtree(home / f"exports-{round_}", ignore_errors=True)
     raw, full = statistics.median(raw_times), statistics.median(export_times)
     print(
         f"export of one day: {rows:,} activities ({user_rows:,} user), "
@@ -159,17 +154,20 @@ def main() -> None:
     args = parser.parse_args()
     import psycopg
 
-    settings = Settings.from_env()
+    home = Path(tempfile.mkdtemp(prefix="sf-bench-activities-"))
+    settings = Settings.from_env(
+        {"SUPPORTFLOW_HOME": str(home), "SUPPORTFLOW_QUEUE_BACKEND": "postgres"}
+    )
     try:
         url = warehouse_url(settings)
         resources = build_resources(settings, for_dagster=False)
         with psycopg.connect(url, autocommit=True) as db:
             bench_ingest(resources, db, args.events, args.rounds)
-            bench_export(db, args.export_rows, args.rounds)
+            bench_export(db, args.export_rows, args.rounds, home)
     finally:
         close_pools()
-        stop_embedded_server(HOME)
-        shutil.rmtree(HOME, ignore_errors=True)
+        stop_embedded_server(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,44 @@ def test_receipts_stream_end_to_end(
         assert got == want
     # duplicates cannot inflate counts: the totals are the notifications, not the receipts
     assert sum(expected_counts.values()) == len(everything)
+
+
+def test_malformed_messages_are_dead_lettered_with_the_reason(
+    db, email_tables, resources, instance, generator, tenant
+):
+    defs = email_defs(resources, retry_base_seconds=0.05)
+    queues = resources["queues"]
+    good = generator.notification(tenant, 9, "reply", "mailgun", datetime.now(UTC))
+    imposter = {**good, "notification_id": "another-id"}
+    queues.send("email_sent", [good, {**good, "notification_id": "x", "recipient": "nobody"}])
+    queues.send("email_sent", [imposter])
+    queues.send("email_events", [{"type": "email_event", "event_id": "mailgun:1"}])
+    unknown_tenant = {
+        "type": "email_event",
+        "event_id": "sendgrid:e1",
+        "provider": "sendgrid",
+        "provider_event_id": "e1",
+        "provider_reference": "ref-1",
+        "tenant_id": "nobody-routes-me",
+        "event_type": "delivered",
+        "outcome": "delivered",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {},
+    }
+    queues.send("email_events", [unknown_tenant])
+    for job in ("email_sent_drain", "email_events_router"):
+        assert defs.resolve_job_def(job).execute_in_process(instance=instance).success
+    dead = {
+        (row[0], row[1])
+        for row in db.execute("select queue, error from control.queue_dead_letters").fetchall()
+    }
+    assert dead == {
+        ("email_sent", "recipient: not an email address"),
+        ("email_sent", "provider_reference already belongs to another notification_id"),
+        ("email_events", "provider: missing or not a string"),
+    }
+    assert queues.depth("email_events.default") == 1  # unknown tenant -> the default pod
+    alerts = db.execute(
+        "select source from control.alerts where source like 'queue:email%%'"
+    ).fetchall()
+    assert {a[0] for a in alerts} >= {"queue:email_sent", "queue:email_events"}

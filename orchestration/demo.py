@@ -32,6 +32,9 @@ DEMO_SEED = 7
 DEMO_TICKETS = 40
 DEMO_DAYS = 7  # the backfill: the last 7 whole days
 DEMO_NOTIFICATIONS = 36
+DEMO_WORKSPACE = "demo"
+DEMO_FORUM_POSTS = 60
+DEMO_PUSHED_FEEDBACK = 24
 ZENDESK_TOKEN_ENV = "SUPPORTFLOW_DEMO_ZENDESK_TOKEN"
 
 # Tables in the summary, in the order data flows through them.
@@ -141,8 +144,8 @@ def demo_activities(tenant: str, today: date, tickets: int, per_day: int = 16) -
                     "occurred_at": (start + timedelta(minutes=30 + 40 * n)).isoformat(),
                 }
             )
-    now = datetime.now(UTC)
-    return [e for e in events if datetime.fromisoformat(e["occurred_at"]) <= now]
+    cutoff = demo_now()
+    return [e for e in events if datetime.fromisoformat(e["occurred_at"]) <= cutoff]
 
 
 def _run_config(extra: dict | None = None) -> dict:
@@ -247,6 +250,7 @@ def _preferred_port_file(run: DemoRun) -> Path:
 
 def start_sandbox(run: DemoRun) -> str:
     """The sandbox on the port the last demo used (the desk stores its URL), else a free one."""
+    from sandbox.discourse import DiscourseForum
     from sandbox.server import SandboxConfig, build_app, start_in_thread
     from sandbox.zendesk import DEFAULT_ACCOUNT, RateLimits, ZendeskSandbox
 
@@ -258,8 +262,10 @@ def start_sandbox(run: DemoRun) -> str:
         rate_limits=RateLimits(None, None),
         now=now,
     )
+    forum = DiscourseForum(seed=DEMO_SEED, posts=DEMO_FORUM_POSTS, days=DEMO_DAYS, end=demo_now())
     config = SandboxConfig(seed=DEMO_SEED, tickets=DEMO_TICKETS, rate_limits=False)
     config.extra["zendesk_accounts"] = {DEFAULT_ACCOUNT: account}
+    config.extra["discourse_forum"] = forum
     app = build_app(config)
     port_file = _preferred_port_file(run)
     preferred = int(port_file.read_text()) if port_file.exists() else 0
@@ -270,7 +276,7 @@ def start_sandbox(run: DemoRun) -> str:
     run.stack.callback(stop)
     port_file.parent.mkdir(parents=True, exist_ok=True)
     port_file.write_text(run.sandbox_url.rsplit(":", 1)[1])
-    return f"{run.sandbox_url} ({DEMO_TICKETS} Zendesk tickets)"
+    return f"{run.sandbox_url} ({DEMO_TICKETS} Zendesk tickets, {DEMO_FORUM_POSTS} forum posts)"
 
 
 def start_webhooks(run: DemoRun) -> str:
@@ -359,17 +365,19 @@ def ingest_activities(run: DemoRun) -> str:
 
 
 def email_delivery(run: DemoRun) -> str:
+    """Sent emails on queue `email_sent`, then the providers' signed webhooks over HTTP (some for
+    emails whose `email_sent` message is published only afterwards, as happens when the helpdesk
+    lags), then the sensors: sent emails, router, receipts."""
     import httpx
 
     from sandbox.email_events import EmailEventGenerator
 
     generator = EmailEventGenerator(run.provider_keys, seed=DEMO_SEED)
     scenario = generator.scenario(
-        [DEMO_TENANT], DEMO_NOTIFICATIONS, demo_now(), days=DEMO_DAYS, never_sent=1
+        [DEMO_TENANT], DEMO_NOTIFICATIONS, demo_now(), days=DEMO_DAYS, never_sent=0
     )
     queues = run.defs.resources["queues"]
     queues.send("email_sent", scenario.notifications)
-    tick_sensor(run, "email_sent_queue_sensor")
     statuses: Counter[int] = Counter()
     with httpx.Client(base_url=run.webhooks_url, timeout=30) as client:
         for request in scenario.requests:
@@ -377,16 +385,140 @@ def email_delivery(run: DemoRun) -> str:
             statuses[response.status_code] += 1
     if set(statuses) - {200, 201, 202, 204}:
         raise DemoFailed(f"the webhook service refused signed webhooks: {dict(statuses)}")
-    # receipts that came before their notification wait as orphans until it arrives
     queues.send("email_sent", scenario.late_notifications)
     launched = []
-    for sensor in ("email_events_router_sensor", "email_receipts_queue_sensor"):
+    for sensor in (
+        "email_sent_queue_sensor",
+        "email_events_router_sensor",
+        "email_receipts_queue_sensor",
+    ):
         launched += tick_sensor(run, sensor)
-    launched += tick_sensor(run, "email_sent_queue_sensor")
     return (
         f"{len(scenario.notifications) + len(scenario.late_notifications)} sent emails, "
-        f"{len(scenario.requests)} signed webhooks over HTTP (all {'/'.join(map(str, statuses))}),"
-        f" runs: {', '.join(launched)}"
+        f"{len(scenario.requests)} signed webhooks over HTTP (HTTP "
+        f"{'/'.join(map(str, sorted(statuses)))}), runs: {', '.join(launched) or 'none'}"
+    )
+
+
+def demo_feedback(today: date, count: int = DEMO_PUSHED_FEEDBACK) -> list[dict]:
+    """Feedback a product pushes to the webhook over the backfill days, with fixed ids."""
+    from sandbox.feedback_text import feedback_text, username
+
+    rng = random.Random(f"{DEMO_SEED}:feedback")
+    days = backfill_days(today)
+    items = []
+    for n in range(count):
+        day = days[n % len(days)]
+        piece = feedback_text(rng)
+        created = datetime(day.year, day.month, day.day, 9, tzinfo=UTC) + timedelta(minutes=n)
+        items.append(
+            {
+                "external_id": f"demo-push-{day.isoformat()}-{n}",
+                "text": piece.text,
+                "author": username(rng),
+                "created_at": created.isoformat(),
+                "rating": None,
+                "metadata": {"channel": "in-app"},
+            }
+        )
+    return items
+
+
+def register_workspace(run: DemoRun) -> str:
+    """Workspace `demo` with a Discourse forum (the sandbox), the demo desk's tickets and a
+    webhook; the webhook's bearer token is issued afresh for this run (only its hash is kept)."""
+    from assets.feedback_sources import source_kind
+    from assets.feedback_sources.base import SourceRef
+    from assets.feedback_store import (
+        WorkspaceError,
+        add_source,
+        create_workspace,
+        get_workspace,
+        issue_webhook_token,
+        list_sources,
+    )
+
+    since = backfill_days(demo_now().date())[0].isoformat()
+    wanted = {
+        "forum": ("discourse", {"base-url": run.sandbox_url, "since": since}),
+        "tickets": ("zendesk", {"desk": (DEMO_DESK,)}),
+        "push": ("webhook", {}),
+    }
+    with _connection(run) as conn:
+        try:
+            workspace = get_workspace(conn, DEMO_WORKSPACE)
+            created = False
+        except WorkspaceError:
+            workspace = create_workspace(conn, DEMO_WORKSPACE, DEMO_TENANT)
+            created = True
+        existing = {s.name: s for s in list_sources(conn, DEMO_WORKSPACE, active_only=False)}
+        added = []
+        for name, (kind, options) in wanted.items():
+            if name in existing:
+                continue
+            config = source_kind(kind).build_config(options)
+            source_id = add_source(conn, workspace, name, kind, config)
+            ref = SourceRef(
+                source_id, workspace.workspace_id, workspace.name, workspace.tenant_id,
+                name, kind, config, {},
+            )  # fmt: skip
+            source_kind(kind).after_create(conn, ref)
+            added.append(f"{name} ({kind})")
+        forum = existing.get("forum")
+        if forum is not None and forum.config.get("base_url") != run.sandbox_url:
+            conn.execute(
+                "update control.feedback_sources"
+                " set config = jsonb_set(config, '{base_url}', to_jsonb(%s::text))"
+                " where source_id = %s",
+                (run.sandbox_url, forum.source_id),
+            )
+        run.facts["webhook_token"] = issue_webhook_token(conn, workspace.workspace_id)
+    state = "created" if created else "already there"
+    return f"workspace {DEMO_WORKSPACE} {state}; sources added: {', '.join(added) or 'none'}"
+
+
+def ingest_feedback(run: DemoRun) -> str:
+    import httpx
+
+    items = demo_feedback(demo_now().date())
+    with httpx.Client(base_url=run.webhooks_url, timeout=30) as client:
+        response = client.post(
+            f"/webhooks/feedback/{DEMO_WORKSPACE}",
+            json=items,
+            headers={"Authorization": f"Bearer {run.facts.pop('webhook_token')}"},
+        )
+    if response.status_code // 100 != 2:
+        raise DemoFailed(f"pushing feedback got HTTP {response.status_code}: {response.text}")
+    drained = tick_sensor(run, "feedback_queue_sensor") or ["nothing (all seen before)"]
+    # the pull the 15-minute schedule would make: the forum and the desk's rated tickets
+    pull_config = {"ops": {"feedback_items": {"config": {"workspace": DEMO_WORKSPACE}}}}
+    run_job(run, "feedback_pull_job", run_config=pull_config)
+    with _connection(run) as conn:
+        by_source = dict(
+            conn.execute(
+                "select i.source, count(*) from raw.feedback_items i"
+                " join control.workspaces w using (workspace_id) where w.name = %s group by 1",
+                (DEMO_WORKSPACE,),
+            ).fetchall()
+        )
+    return (
+        f"pushed {len(items)} items over HTTP; feedback_queue_sensor drained with "
+        f"{', '.join(drained)}; feedback_pull_job pulled and enriched; items by source: "
+        + ", ".join(f"{source} {n}" for source, n in sorted(by_source.items()))
+    )
+
+
+def backfill(run: DemoRun) -> str:
+    """The last 7 whole days of every daily-partitioned asset: activity exports and template
+    statistics in one run each (their backfill policies take ranges), insight reports per day."""
+    days = [d.isoformat() for d in backfill_days(demo_now().date())]
+    run_job(run, "activity_export_daily", partition_range=(days[0], days[-1]))
+    run_job(run, "template_stats_daily", partition_range=(days[0], days[-1]))
+    for day in days:
+        run_job(run, "insight_reports_job", partition_key=day)
+    return (
+        f"{days[0]} .. {days[-1]}: activity_export and template_stats (one run each), "
+        f"insight_reports ({len(days)} runs)"
     )
 
 
@@ -431,11 +563,77 @@ STEPS: list[tuple[str, Callable[[DemoRun], str]]] = [
     ("tickets: desk sync sensor -> tickets, users, comments", sync_desk),
     ("activities: publish events -> queue sensor -> drain", ingest_activities),
     ("email delivery: sent emails, signed webhooks -> router -> receipts", email_delivery),
+    ("register the feedback workspace and its sources", register_workspace),
+    ("feedback: push over HTTP, pull forum and tickets, enrich", ingest_feedback),
+    ("backfill the last 7 days of daily partitions", backfill),
     ("dbt build: staging views, analytics marts, tests", build_marts),
 ]
 
 
 # --- summary ----------------------------------------------------------------------------------
+
+
+def template_statistics(database_url: str, tenant: str = DEMO_TENANT) -> list[tuple]:
+    """The dashboard's "last 7 days plus today" per template (analytics.template_delivery_7d)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "select template_id, sent, delivered, temporary_failures, permanent_failures,"
+            " technical_failures, in_flight, delivery_rate from analytics.template_delivery_7d"
+            " where tenant_id = %s order by sent desc, template_id",
+            (tenant,),
+        ).fetchall()
+
+
+def top_insights(database_url: str, workspace: str = DEMO_WORKSPACE, limit: int = 3) -> dict:
+    """The workspace's most talked-about topics over its reports, sentiment and anomalies."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        topics = conn.execute(
+            "select t ->> 'topic', sum((t ->> 'items')::int) as items"
+            " from analytics.insight_reports r join control.workspaces w using (workspace_id)"
+            " cross join lateral jsonb_array_elements(r.top_topics) as t"
+            " where w.name = %s and r.source = 'all' group by 1 order by 2 desc, 1 limit %s",
+            (workspace, limit),
+        ).fetchall()
+        days = conn.execute(
+            "select count(*), sum(items), round(avg(avg_sentiment)::numeric, 3),"
+            " sum(jsonb_array_length(anomalies)), min(day), max(day)"
+            " from analytics.insight_reports r join control.workspaces w using (workspace_id)"
+            " where w.name = %s and r.source = 'all'",
+            (workspace,),
+        ).fetchone()
+        anomalies = conn.execute(
+            "select r.day, a from analytics.insight_reports r"
+            " join control.workspaces w using (workspace_id)"
+            " cross join lateral jsonb_array_elements(r.anomalies) as a"
+            " where w.name = %s and r.source = 'all' order by r.day desc limit %s",
+            (workspace, limit),
+        ).fetchall()
+    return {"topics": topics, "days": days, "anomalies": anomalies}
+
+
+def export_locations(settings: Settings) -> dict[str, Any]:
+    """Where the activity export files and the insight reports are (local directory or S3)."""
+    root = settings.export_url
+    summary: dict[str, Any] = {"root": root}
+    if root.startswith("s3://"):
+        return summary
+    base = Path(root)
+    summary["activity_files"] = sorted(base.glob("activities/tenant=*/date=*/*"))
+    reports = sorted(base.glob(f"insight_reports/{DEMO_WORKSPACE}/*.html"))
+    summary["latest_report"] = reports[-1] if reports else None
+    return summary
+
+
+def _anomaly_text(anomaly: Any) -> str:
+    if isinstance(anomaly, dict):
+        kind = anomaly.get("kind") or anomaly.get("type") or "anomaly"
+        detail = anomaly.get("topic") or anomaly.get("detail") or anomaly.get("message") or ""
+        return f"{kind} {detail}".strip()
+    return str(anomaly)
 
 
 def print_summary(run: DemoRun) -> None:
@@ -444,6 +642,41 @@ def print_summary(run: DemoRun) -> None:
     echo("Rows per table")
     for table, count in row_counts(run.database_url).items():
         echo(f"  {table:<36}{count:>8}")
+
+    echo("")
+    echo(f"Template statistics, the last 7 days plus today (tenant {DEMO_TENANT})")
+    echo(
+        f"  {'template':<14}{'sent':>6}{'delivered':>11}{'temporary':>11}{'permanent':>11}"
+        f"{'technical':>11}{'in flight':>11}{'rate':>8}"
+    )
+    for template, sent, delivered, temp, perm, tech, flight, rate in template_statistics(
+        run.database_url
+    ):
+        echo(
+            f"  {template:<14}{sent:>6}{delivered:>11}{temp:>11}{perm:>11}{tech:>11}"
+            f"{flight:>11}{float(rate):>8.0%}"
+        )
+
+    insights = top_insights(run.database_url)
+    reports, items, sentiment, anomaly_count, first, last = insights["days"]
+    echo("")
+    echo(
+        f"Top insights, workspace {DEMO_WORKSPACE} ({reports or 0} daily reports "
+        f"{first} .. {last}, {items or 0} items, mean sentiment {sentiment})"
+    )
+    for topic, count in insights["topics"]:
+        echo(f"  {count:>4} items  {topic}")
+    echo(f"  anomalies flagged: {anomaly_count or 0}")
+    for day, anomaly in insights["anomalies"]:
+        echo(f"    {day}: {_anomaly_text(anomaly)}")
+
+    exports = export_locations(run.settings)
+    echo("")
+    echo(f"Files under {exports['root']}")
+    if "activity_files" in exports:
+        echo(f"  activity exports: {len(exports['activity_files'])} files in activities/tenant=*/")
+        echo(f"  latest insight report (HTML): {exports['latest_report']}")
+
     echo("")
     echo("For analysts (read-only role supportflow_analyst on schema analytics):")
     echo(f"  psql '{run.database_url}'")

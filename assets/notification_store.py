@@ -267,9 +267,9 @@ def store_sent_notifications(
         ).fetchall()
         for event_pk, outcome, occurred_at, reason in orphans:
             conn.execute(
-                "update raw.delivery_events set orphan = false, notification_id = %s "
-                "where delivery_event_id = %s",
-                (n.notification_id, event_pk),
+                "update raw.delivery_events set orphan = false, notification_id = %s, "
+                "tenant_id = %s where delivery_event_id = %s",
+                (n.notification_id, n.tenant_id, event_pk),
             )
             new_status = _apply_status(
                 conn, event_pk, n.notification_id, outcome, occurred_at, reason
@@ -411,7 +411,7 @@ def apply_receipts(
 # status when the rules allow. The UPDATE's WHERE repeats the rule, so it can never apply twice.
 _STORE_AND_APPLY_SQL = """
 with target as (
-    select notification_id, status from raw.notifications
+    select notification_id, tenant_id, status from raw.notifications
     where provider = %(provider)s and provider_reference = %(reference)s
       and (%(tenant)s::text is null or tenant_id = %(tenant)s::text)
     for update
@@ -419,7 +419,7 @@ with target as (
     insert into raw.delivery_events
         (provider, provider_event_id, provider_reference, tenant_id, notification_id,
          event_type, outcome, severity, reason, occurred_at, orphan, payload, status_applied)
-    select %(provider)s, %(event_id)s, %(reference)s, %(tenant)s, t.notification_id,
+    select %(provider)s, %(event_id)s, %(reference)s, t.tenant_id, t.notification_id,
            %(event_type)s, %(outcome)s, %(severity)s, %(reason)s, %(occurred_at)s, false,
            %(payload)s,
            case when t.status = any(%(allowed)s::text[]) then %(new_status)s::text end

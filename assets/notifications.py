@@ -245,6 +245,38 @@ def delivery_events(
     return dg.MaterializeResult(metadata={**report.as_metadata(), **totals})
 
 
+@dg.asset_check(
+    asset="delivery_events",
+    description=(
+        "A status is set at most once: no notification has two receipts that set a final status "
+        "(or two that set `pending`), and each final-status receipt agrees with the notification."
+    ),
+)
+def status_set_at_most_once(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        twice = conn.execute(
+            """
+            select count(*) from (
+                select notification_id from raw.delivery_events
+                where status_applied is not null
+                group by notification_id, status_applied = 'pending' having count(*) > 1
+            ) t
+            """
+        ).fetchone()[0]
+        disagreeing = conn.execute(
+            """
+            select count(*) from raw.delivery_events e
+            join raw.notifications n using (notification_id)
+            where e.status_applied is not null and e.status_applied <> 'pending'
+              and e.status_applied <> n.status
+            """
+        ).fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=twice == 0 and disagreeing == 0,
+        metadata={"set_twice": twice, "disagreeing": disagreeing},
+    )
+
+
 # --- router (queue email_events -> email_events.<pod>) --------------------------------------------
 
 
@@ -401,6 +433,7 @@ def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[notifications, delivery_events, template_stats],
+        asset_checks=[status_set_at_most_once],
         jobs=[
             email_sent_job,
             receipts_job,

@@ -61,6 +61,7 @@ class Pipeline:
         self.defs_by_pod = defs_by_pod
         self.cursors: dict[str, str | None] = {}
         self.runs: Counter = Counter()
+        self.checks = 0
 
     def tick(self, defs, sensor_name) -> int:
         sensor = defs.resolve_sensor_def(sensor_name)
@@ -73,6 +74,9 @@ class Pipeline:
             job = defs.resolve_job_def(request.job_name or sensor.job_name)
             outcome = job.execute_in_process(instance=self.instance, tags=request.tags)
             assert outcome.success
+            for evaluation in outcome.get_asset_check_evaluations():
+                assert evaluation.passed, evaluation.metadata
+                self.checks += 1
             self.runs[job.name] += 1
         return len(result.run_requests)
 
@@ -140,6 +144,7 @@ def test_receipts_stream_end_to_end(
     queues.send("email_sent", late_orphaned)
     pipeline.until_queues_empty(db)
     assert pipeline.runs["email_receipts_drain"] >= MAX_RECEIVES
+    assert pipeline.checks >= pipeline.runs["email_receipts_drain"]  # status_set_at_most_once
 
     status, stored = expected_outcome(scenario)
     actual_status = dict(

@@ -194,6 +194,7 @@ def test_stats_templates_command(db, db_url, email_tables, generator, tenant, ca
         (["stats", "templates", "not a tenant"], "TENANT"),
         (["email", "pod", "acme", "eu/1"], "POD"),
         (["email", "retention", "acme", "0"], "DAYS"),
+        (["webhooks", "serve", "--port", "70000"], "--port"),
     ],
 )
 def test_bad_arguments_one_line_exit_2(args, message, capsys, db_url):

@@ -38,6 +38,7 @@ MAX_TOPICS = 10
 ITEMS_PER_TOPIC = 40  # about one topic per this many items, between 2 and MAX_TOPICS
 MIN_TOPIC_ITEMS = 20  # fewer items in a workspace: no topic model
 SECONDARY_TOPIC_SHARE = 0.5  # a second topic counts when its weight is half the first's
+MIN_TOPIC_WEIGHT_SHARE = 0.2  # of the median item's top weight: weaker items get no topic
 TRAINING_TICKETS = 20_000
 # words that say how people feel, not what they talk about: kept out of topic labels
 TOPIC_STOP_WORDS = sorted(
@@ -129,11 +130,15 @@ def fit_topics(fit_texts: Sequence[str], assign_texts: Sequence[str]) -> TopicMo
     labels = _unique([readable_label(terms) for terms in top_terms])
     weights = nmf.transform(vectorizer.transform(assign_texts))
     order = np.argsort(weights, axis=1)[:, ::-1][:, :2]
+    tops = weights.max(axis=1)
+    # a text that shares a stray word or two with a topic (another language, an off-topic post)
+    # gets a tiny weight: below a fraction of the typical weight it gets no topic
+    floor = MIN_TOPIC_WEIGHT_SHARE * float(np.median(tops[tops > 0])) if (tops > 0).any() else 0
     assignments: list[list[str]] = []
     sizes: dict[str, int] = dict.fromkeys(labels, 0)
     for row, (first, second) in zip(weights, order, strict=True):
         top = row[first]
-        if top <= 0:
+        if top <= 0 or top < floor:
             assignments.append([])
             continue
         chosen = [labels[first]]

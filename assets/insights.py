@@ -202,9 +202,10 @@ def build_workspace_report(
             if score is not None:
                 s.score_sum += score
                 s.scored += 1
-            for topic in item_topics or []:
+            for rank, topic in enumerate(item_topics or []):
                 topics[(row_day, key)][topic] += 1
-                if row_day == day and (key, topic) not in examples:
+                # the example is an item whose main topic this is
+                if row_day == day and rank == 0 and (key, topic) not in examples:
                     examples[(key, topic)] = {
                         "item_id": item_id,
                         "text": text[:200],

@@ -354,6 +354,11 @@ def render_markdown(report: WorkspaceReport) -> str:
 
 
 def _md_escape(text: str) -> str:
+    """Customer text inside Markdown: HTML escaped (Markdown passes raw HTML through, and the
+    report becomes an HTML file), Markdown emphasis and table characters neutralised."""
+    import html
+
+    text = html.escape(text, quote=False)
     return text.replace("|", "\\|").replace("_", "\\_").replace("*", "\\*").replace("\n", " ")
 
 

@@ -230,3 +230,21 @@ def test_day_anomalies_combines_rules():
     trailing = _days([40] * 7, [8] * 7)
     found = day_anomalies(DayStats(41, negative=30), trailing, Counter(), [Counter()] * 7)
     assert [a["kind"] for a in found] == ["negative_spike"]
+
+
+def test_report_escapes_customer_html():
+    from datetime import date
+
+    from assets.insights import WorkspaceReport, render_html, render_markdown
+
+    report = WorkspaceReport(1, "ws", "t", date(2026, 3, 1))
+    example = {"item_id": "x", "text": "<script>alert(1)</script> *bold* a|b", "sentiment": None}
+    report.rows["all"] = {
+        "items": 1, "positive": 0, "neutral": 1, "negative": 0, "avg_sentiment": 0.0,
+        "top_topics": [{"topic": "export / csv", "items": 1, "example": example}],
+        "anomalies": [],
+    }  # fmt: skip
+    report.history = [(date(2026, 3, 1), DayStats(items=1))]
+    page = render_html(render_markdown(report), "t")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "export / csv" in page and "data:image/png;base64," in page

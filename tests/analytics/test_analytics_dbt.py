@@ -292,14 +292,16 @@ def built(db_url, resources):
     """Rows for a fresh tenant, then `dbt build` through Dagster with the real DbtCliResource."""
     import psycopg
 
-    tenant = f"an-{uuid.uuid4().hex[:8]}"
+    tenant, other = (f"an-{uuid.uuid4().hex[:8]}" for _ in range(2))
     with psycopg.connect(db_url, autocommit=True) as db:
         facts = _insert_rows(db, tenant)
+        _insert_rows(db, other)
     result = dg.materialize(
         [analytics_dbt_models],
         resources={"dbt": dbt_resource(), "warehouse": resources["warehouse"]},
         raise_on_error=False,
     )
+    facts["other_tenant"] = other
     return tenant, facts, result
 
 
@@ -412,3 +414,61 @@ def test_agg_feedback_daily(built, db):
         (facts["yesterday"], "webhook", 1, 0, 1, 0, 1),
         (facts["today"], "webhook", 2, 1, 0, 1, 2),
     ]
+
+
+# --- per-tenant row-level security on the marts (migration 0501, dbt post-hook) ---------------
+
+MARTS_WITH_TENANTS = (
+    "fct_tickets",
+    "fct_ticket_comments",
+    "agg_activity_daily",
+    "fct_notifications",
+    "template_delivery_7d",
+    "agg_feedback_daily",
+)
+
+
+def _tenants_seen(conn, table: str, tenants: tuple[str, ...]) -> set[str]:
+    from psycopg import sql
+
+    query = sql.SQL("select distinct tenant_id from analytics.{} where tenant_id = any(%s)")
+    return {r[0] for r in conn.execute(query.format(sql.Identifier(table)), (list(tenants),))}
+
+
+@pytest.mark.parametrize("table", MARTS_WITH_TENANTS)
+def test_tenant_analyst_sees_only_its_tenants_rows(built, db, db_url, tenant_analyst_login, table):
+    import psycopg
+
+    tenant, facts, _ = built
+    both = (tenant, facts["other_tenant"])
+    with psycopg.connect(db_url, user=tenant_analyst_login, autocommit=True) as conn:
+        assert _tenants_seen(conn, table, both) == set()  # no tenant granted yet
+        db.execute(
+            "insert into control.analyst_tenants (role_name, tenant_id) values (%s, %s)",
+            (tenant_analyst_login, tenant),
+        )
+        assert _tenants_seen(conn, table, both) == {tenant}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select count(*) from raw.zendesk_tickets")
+
+
+def test_full_analyst_sees_every_tenant_of_the_marts(built, analyst_conn):
+    tenant, facts, _ = built
+    both = (tenant, facts["other_tenant"])
+    for table in MARTS_WITH_TENANTS:
+        assert _tenants_seen(analyst_conn, table, both) == set(both)
+
+
+def test_allowed_tenants_answers_only_for_the_session_user(db, db_url, tenant_analyst_login):
+    import psycopg
+
+    db.execute(
+        "insert into control.analyst_tenants (role_name, tenant_id) values ('someone_else', 'x')"
+    )
+    try:
+        with psycopg.connect(db_url, user=tenant_analyst_login, autocommit=True) as conn:
+            assert conn.execute("select * from analytics.allowed_tenants()").fetchall() == []
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("select * from control.analyst_tenants")
+    finally:
+        db.execute("delete from control.analyst_tenants where role_name = 'someone_else'")

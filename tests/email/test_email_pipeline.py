@@ -244,3 +244,28 @@ def test_malformed_messages_are_dead_lettered_with_the_reason(
         "select source from control.alerts where source like 'queue:email%%'"
     ).fetchall()
     assert {a[0] for a in alerts} >= {"queue:email_sent", "queue:email_events"}
+
+
+def test_receipts_sensor_watches_the_pod_from_the_environment(
+    monkeypatch, email_tables, resources, instance
+):
+    from assets.notifications import EmailDeliverySettings, build_defs
+
+    monkeypatch.setenv("SUPPORTFLOW_POD", "eu-2")
+    monkeypatch.setenv("SUPPORTFLOW_EMAIL_TIMEZONE", "Asia/Tokyo")
+    config = EmailDeliverySettings.from_env()
+    assert (config.pod, config.timezone) == ("eu-2", "Asia/Tokyo")
+    defs = dg.Definitions.merge(dg.Definitions(resources=resources), build_defs(config))
+    sensor = defs.resolve_sensor_def("email_receipts_queue_sensor")
+
+    def tick():
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        return sensor.evaluate_tick(context)
+
+    assert tick().run_requests == []  # nothing waiting: skip
+    resources["queues"].send("email_events.default", [{"event_id": "x:1"}])
+    assert tick().run_requests == []  # another pod's queue
+    resources["queues"].send("email_events.eu-2", [{"event_id": "x:2"}])
+    (request,) = tick().run_requests
+    assert request.tags["supportflow/queue"] == "email_events.eu-2"
+    assert (request.job_name or sensor.job_name) == "email_receipts_drain"

@@ -68,6 +68,21 @@ def post_all(base_url: str, requests, workers: int) -> float:
     return time.perf_counter() - started
 
 
+def get_all(base_url: str, count: int, workers: int) -> float:
+    """GET /healthz `count` times with the same clients: requests per second."""
+    import httpx
+
+    def send(n: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            for _ in range(n):
+                client.get("/healthz").raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(send, [count // workers] * workers))
+    return (count // workers * workers) / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -108,9 +123,11 @@ def main() -> None:
         )
         generator = EmailEventGenerator(keys, seed=11)
 
-        request_rates, event_rates = [], []
+        request_rates, event_rates, health_rates = [], [], []
         with serve_in_thread(create_app(service)) as base_url:
             post_all(base_url, make_requests(generator, 30), args.workers)  # warm-up
+            for _ in range(args.rounds):  # the HTTP floor: same clients, no verify, no queue
+                health_rates.append(get_all(base_url, args.requests, args.workers))
             for _ in range(args.rounds):
                 requests = make_requests(generator, args.requests)
                 events = sum(len(r.events) for r in requests)
@@ -131,6 +148,11 @@ def main() -> None:
             f"(rounds: {rounds})"
         )
         print(f"  events enqueued/s    median {statistics.median(event_rates):8.1f}")
+        floor = statistics.median(health_rates)
+        print(
+            f"  GET /healthz/s       median {floor:8.1f}  (verified requests reach "
+            f"{statistics.median(request_rates) / floor:.0%} of the HTTP floor)"
+        )
 
         receipt_rates = []
         now = datetime.now(UTC)

@@ -71,16 +71,17 @@ def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
     return any(p.stat().st_mtime > built for p in candidates if p.exists())
 
 
-def ensure_manifest(project: DbtProject) -> Path:
-    """Parse the project when its manifest is missing or stale; safe for concurrent loaders."""
+def ensure_manifest(project: DbtProject) -> bool:
+    """Parse the project when its manifest is missing or stale; safe for concurrent loaders.
+    True when this call parsed, False when the manifest was fresh (or another process just
+    parsed it while this one waited for the lock)."""
     manifest = project.manifest_path
     if not manifest_is_stale(project.project_dir, manifest):
-        return manifest
+        return False
     manifest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(manifest.with_suffix(".lock")), timeout=300):
-        # another process may have parsed while we waited for the lock
         if not manifest_is_stale(project.project_dir, manifest):
-            return manifest
+            return False
         scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=manifest.parent))
         try:
             dbt = DbtCliResource(project_dir=project, dbt_executable=_dbt_executable())
@@ -88,7 +89,7 @@ def ensure_manifest(project: DbtProject) -> Path:
             os.replace(scratch / "manifest.json", manifest)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return manifest
+    return True
 
 
 def keep_partial_parse(run_target: Path, project: DbtProject) -> None:

@@ -472,3 +472,45 @@ def test_allowed_tenants_answers_only_for_the_session_user(db, db_url, tenant_an
                 conn.execute("select * from control.analyst_tenants")
     finally:
         db.execute("delete from control.analyst_tenants where role_name = 'someone_else'")
+
+
+# --- the manifest at load time -----------------------------------------------------------------
+
+_PARSE_SCRIPT = """
+import sys
+from pathlib import Path
+from dagster_dbt import DbtProject
+from assets.analytics import ensure_manifest
+print(ensure_manifest(DbtProject(project_dir=Path(sys.argv[1]))))
+"""
+
+
+def test_two_processes_loading_a_fresh_clone_parse_once(tmp_path: Path):
+    """A fresh clone has no manifest: two loaders at once end with one parse, a valid manifest
+    and no scratch directories left behind."""
+    import shutil
+    import subprocess
+    import sys
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(
+        dbt_project.project_dir, project, ignore=shutil.ignore_patterns("target", "logs")
+    )
+    repo = Path(__file__).resolve().parents[2]
+    loaders = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PARSE_SCRIPT, str(project)],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [loader.communicate(timeout=180) for loader in loaders]
+    assert [loader.returncode for loader in loaders] == [0, 0], [err for _, err in outputs]
+    assert sorted(out.strip().splitlines()[-1] for out, _ in outputs) == ["False", "True"]
+    manifest = json.loads((project / "target" / "manifest.json").read_text())
+    assert "model.supportflow.fct_tickets" in manifest["nodes"]
+    assert not list((project / "target").glob(".parse-*"))
+    assert not manifest_is_stale(project, project / "target" / "manifest.json")

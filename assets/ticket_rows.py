@@ -2,14 +2,19 @@
 
 Plain functions, no I/O. Rows are tuples in the column order of the staging tables in
 `assets/ticket_load.py`; timestamps stay as Zendesk's ISO strings (PostgreSQL parses them
-during COPY) and `raw_data` is the whole API object serialised once with orjson.
+during COPY). Ticket, user and group `raw_data` is the exact JSON Zendesk sent (msgspec reads
+only the indexed fields); comments are re-serialised once with orjson.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+import msgspec
 import orjson
+
+from resources.zendesk import TicketPage
 
 TICKET_COLUMNS = (
     "ticket_id",
@@ -43,101 +48,147 @@ COMMENT_COLUMNS = (
     "raw_data",
 )
 
-_dumps = orjson.dumps
+
+class TicketFields(msgspec.Struct):
+    """The ticket fields that become indexed columns; the rest stays in raw_data."""
+
+    id: int
+    generated_timestamp: int
+    status: str | None = None
+    subject: str | None = None
+    priority: str | None = None
+    type: str | None = None
+    requester_id: int | None = None
+    assignee_id: int | None = None
+    group_id: int | None = None
+    organization_id: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class UserFields(msgspec.Struct):
+    id: int
+    name: str | None = None
+    email: str | None = None
+    role: str | None = None
+    external_id: str | int | None = None
+    updated_at: str | None = None
+
+
+class GroupFields(msgspec.Struct):
+    id: int
+    name: str | None = None
+    updated_at: str | None = None
+
+
+_ticket_fields = msgspec.json.Decoder(TicketFields).decode
+_user_fields = msgspec.json.Decoder(UserFields).decode
+_group_fields = msgspec.json.Decoder(GroupFields).decode
+
+
+def _strip_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_strip_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strip_nul(v) for k, v in value.items()}
+    return value
+
+
+def raw_text(raw: msgspec.Raw | bytes) -> str:
+    """The object's JSON text as Zendesk sent it, for a jsonb column (which rejects \\u0000)."""
+    data = bytes(raw)
+    if b"\\u0000" in data:
+        return orjson.dumps(_strip_nul(orjson.loads(data))).decode()
+    return data.decode()
 
 
 def _json_text(obj: dict) -> str:
-    # PostgreSQL's jsonb rejects \u0000; Zendesk bodies occasionally carry it
-    text = _dumps(obj).decode()
-    return text.replace("\\u0000", "") if "\\u0000" in text else text
+    return raw_text(orjson.dumps(obj))
 
 
-def latest_tickets(tickets: Iterable[dict]) -> list[dict]:
-    """One object per ticket id, the one with the highest generated_timestamp (ties: last)."""
-    chosen: dict[int, dict] = {}
-    for ticket in tickets:
-        current = chosen.get(ticket["id"])
-        if current is None or ticket["generated_timestamp"] >= current["generated_timestamp"]:
-            chosen[ticket["id"]] = ticket
+def latest_tickets(tickets: Iterable[tuple[TicketFields, msgspec.Raw]]) -> list:
+    """One (fields, raw) per ticket id: the highest generated_timestamp (ties: the last)."""
+    chosen: dict[int, tuple[TicketFields, msgspec.Raw]] = {}
+    for fields, raw in tickets:
+        current = chosen.get(fields.id)
+        if current is None or fields.generated_timestamp >= current[0].generated_timestamp:
+            chosen[fields.id] = (fields, raw)
     return list(chosen.values())
 
 
-def ticket_rows(page: dict) -> list[tuple]:
+def page_users(page: TicketPage) -> dict[int, tuple[UserFields, msgspec.Raw]]:
+    users = {}
+    for raw in page.users:
+        fields = _user_fields(raw)
+        users[fields.id] = (fields, raw)
+    return users
+
+
+def ticket_rows(page: TicketPage, users: dict[int, tuple[UserFields, Any]] | None = None) -> list:
     """Rows for the tickets of one export page, with requester, assignee and group names
     taken from the page's sideloads and solved_at from its metric sets."""
-    users = {u["id"]: u for u in page.get("users") or ()}
-    groups = {g["id"]: g for g in page.get("groups") or ()}
-    solved = {m["ticket_id"]: m.get("solved_at") for m in page.get("metric_sets") or ()}
-    tickets = page.get("tickets") or ()
-    if len({t["id"] for t in tickets}) != len(tickets):
+    users = page_users(page) if users is None else users
+    groups = {g.id: g.name for g in map(_group_fields, page.groups)}
+    solved = {m.ticket_id: m.solved_at for m in page.metric_sets}
+    tickets = [(_ticket_fields(raw), raw) for raw in page.tickets]
+    if len({fields.id for fields, _ in tickets}) != len(tickets):
         tickets = latest_tickets(tickets)
-    empty: dict = {}
+    nobody = (UserFields(id=0), None)
     rows = []
-    for t in tickets:
-        requester = users.get(t.get("requester_id"), empty)
-        assignee = users.get(t.get("assignee_id"), empty)
-        group = groups.get(t.get("group_id"), empty)
+    for t, raw in tickets:
+        requester = users.get(t.requester_id, nobody)[0]
+        assignee = users.get(t.assignee_id, nobody)[0]
         rows.append(
             (
-                t["id"],
-                t.get("status"),
-                t.get("subject"),
-                t.get("priority"),
-                t.get("type"),
-                t.get("requester_id"),
-                requester.get("name"),
-                requester.get("email"),
-                t.get("assignee_id"),
-                assignee.get("name"),
-                t.get("group_id"),
-                group.get("name"),
-                t.get("organization_id"),
-                t.get("created_at"),
-                t.get("updated_at"),
-                t["generated_timestamp"],
-                solved.get(t["id"]),
-                _json_text(t),
+                t.id,
+                t.status,
+                t.subject,
+                t.priority,
+                t.type,
+                t.requester_id,
+                requester.name,
+                requester.email,
+                t.assignee_id,
+                assignee.name,
+                t.group_id,
+                groups.get(t.group_id),
+                t.organization_id,
+                t.created_at,
+                t.updated_at,
+                t.generated_timestamp,
+                solved.get(t.id),
+                raw_text(raw),
             )
         )
     return rows
 
 
-def user_rows(users: Iterable[dict], written: dict[int, str | None]) -> list[tuple]:
+def user_rows(users: dict[int, tuple[UserFields, Any]], written: dict[int, str | None]) -> list:
     """Rows for sideloaded users not yet written in this run at the same `updated_at`.
 
     The same agents come with almost every page; `written` (user id -> updated_at) remembers
     what this run already wrote so each user version is written once.
     """
     rows = []
-    for u in users:
-        uid = u["id"]
-        updated = u.get("updated_at")
-        if uid in written and written[uid] == updated:
+    for uid, (u, raw) in users.items():
+        if uid in written and written[uid] == u.updated_at:
             continue
-        written[uid] = updated
-        rows.append(
-            (
-                uid,
-                u.get("name"),
-                u.get("email"),
-                u.get("role"),
-                u.get("external_id"),
-                updated,
-                _json_text(u),
-            )
-        )
+        written[uid] = u.updated_at
+        external = None if u.external_id is None else str(u.external_id)
+        rows.append((uid, u.name, u.email, u.role, external, u.updated_at, raw_text(raw)))
     return rows
 
 
-def group_rows(groups: Iterable[dict], written: dict[int, str | None]) -> list[tuple]:
+def group_rows(groups: Iterable[msgspec.Raw], written: dict[int, str | None]) -> list[tuple]:
     rows = []
-    for g in groups:
-        gid = g["id"]
-        updated = g.get("updated_at")
-        if gid in written and written[gid] == updated:
+    for raw in groups:
+        g = _group_fields(raw)
+        if g.id in written and written[g.id] == g.updated_at:
             continue
-        written[gid] = updated
-        rows.append((gid, g.get("name"), updated, _json_text(g)))
+        written[g.id] = g.updated_at
+        rows.append((g.id, g.name, g.updated_at, raw_text(raw)))
     return rows
 
 

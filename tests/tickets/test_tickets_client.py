@@ -72,7 +72,7 @@ def test_5xx_and_timeouts_are_retried_then_fail_naming_the_desk(account):
     sandbox.inject_faults(["500", "timeout", "503"], every=1, limit=3)
     client = api(base_url, timeout_seconds=0.2, backoff_base_seconds=0.01)
     pages = list(client.export_tickets(start_time=0, per_page=100))
-    assert sum(len(p["tickets"]) for p in pages) == 300
+    assert sum(len(p.tickets) for p in pages) == 300
     assert client.stats.errors == {"500": 1, "timeout": 1, "503": 1}
 
     sandbox.inject_faults(["503"], every=1)

@@ -12,16 +12,19 @@ import pytest
 from assets.ticket_rows import (
     TICKET_COLUMNS,
     comment_rows,
-    latest_tickets,
     next_events_start,
+    page_users,
+    raw_text,
     ticket_rows,
     user_rows,
 )
 from resources.zendesk import (
     Credentials,
+    TicketPage,
     TokenBucket,
     backoff_delay,
     budget_rate,
+    decode_ticket_page,
     parse_retry_after,
 )
 
@@ -52,42 +55,69 @@ def ticket(tid, generated, **extra):
     }
 
 
+def page_of(**parts) -> TicketPage:
+    return decode_ticket_page(orjson.dumps(parts))
+
+
 def test_latest_tickets_keeps_the_newest_version():
-    chosen = latest_tickets(
-        [ticket(1, 10, subject="old"), ticket(2, 5), ticket(1, 20, subject="new"), ticket(1, 15)]
+    page = page_of(
+        tickets=[
+            ticket(1, 10, subject="old"),
+            ticket(2, 5),
+            ticket(1, 20, subject="new"),
+            ticket(1, 15, subject="middle"),
+        ]
     )
-    assert {t["id"]: t.get("subject") for t in chosen} == {1: "new", 2: None}
+    rows = ticket_rows(page)
+    subjects = {row[0]: row[TICKET_COLUMNS.index("subject")] for row in rows}
+    assert subjects == {1: "new", 2: None}
 
 
-def test_ticket_rows_take_names_from_sideloads_and_keep_the_whole_object():
+def test_ticket_rows_take_names_from_sideloads_and_keep_the_exact_object():
     raw = ticket(7, 1700000000, subject="Grüße 🎉", custom_fields=[{"id": 5, "value": "x"}])
-    page = {
-        "tickets": [raw],
-        "users": [{"id": 1, "name": "Ana", "email": "ana@x"}, {"id": 2, "name": "Ben"}],
-        "groups": [{"id": 3, "name": "Billing"}],
-        "metric_sets": [{"ticket_id": 7, "solved_at": "2026-01-01T00:00:00Z"}],
-    }
+    page = page_of(
+        tickets=[raw],
+        users=[{"id": 1, "name": "Ana", "email": "ana@x"}, {"id": 2, "name": "Ben"}],
+        groups=[{"id": 3, "name": "Billing"}],
+        metric_sets=[{"ticket_id": 7, "solved_at": "2026-01-01T00:00:00Z"}],
+    )
     (row,) = ticket_rows(page)
     values = dict(zip(TICKET_COLUMNS, row, strict=True))
     assert values["req_name"] == "Ana" and values["req_email"] == "ana@x"
     assert values["assignee_name"] == "Ben" and values["group_name"] == "Billing"
     assert values["solved_at"] == "2026-01-01T00:00:00Z"
-    assert values["generated_ts"] == 1700000000
-    assert orjson.loads(values["raw_data"]) == raw
+    assert values["generated_ts"] == 1700000000 and values["subject"] == "Grüße 🎉"
+    assert values["raw_data"] == orjson.dumps(raw).decode()
 
 
 def test_ticket_rows_without_sideloads_leave_names_empty():
-    (row,) = ticket_rows({"tickets": [ticket(1, 1)]})
+    (row,) = ticket_rows(page_of(tickets=[ticket(1, 1)]))
     values = dict(zip(TICKET_COLUMNS, row, strict=True))
     assert values["req_name"] is None and values["group_name"] is None
 
 
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [("plain", "plain"), ("nul\x00inside", "nulinside"), ("back\\\\u0000slash", None)],
+)
+def test_raw_text_drops_nul_characters_jsonb_rejects(value, stored):
+    text = raw_text(orjson.dumps({"body": value}))
+    assert orjson.loads(text)["body"] == (value.replace("\x00", "") if stored is None else stored)
+
+
 def test_user_rows_write_each_version_once():
     written: dict = {}
-    users = [{"id": 1, "name": "A", "updated_at": "t1"}, {"id": 2, "name": "B", "updated_at": "t1"}]
-    assert len(user_rows(users, written)) == 2
-    assert user_rows(users, written) == []
-    assert len(user_rows([{"id": 1, "name": "A2", "updated_at": "t2"}], written)) == 1
+    first = page_of(
+        users=[
+            {"id": 1, "name": "A", "updated_at": "t1"},
+            {"id": 2, "name": "B", "updated_at": "t1"},
+        ]
+    )
+    assert len(user_rows(page_users(first), written)) == 2
+    assert user_rows(page_users(first), written) == []
+    changed = page_of(users=[{"id": 1, "name": "A2", "updated_at": "t2", "external_id": 42}])
+    (row,) = user_rows(page_users(changed), written)
+    assert row[1] == "A2" and row[4] == "42"
 
 
 def test_comment_rows_skip_other_events_and_overlaps():

@@ -115,13 +115,3 @@ def instance():
 
     with dg.instance_for_test() as instance:
         yield instance
-
-
-def email_defs(resources, **overrides):
-    """The email delivery definitions for a deployment (pod, time zone ...) on test resources."""
-    import dagster as dg
-
-    from assets.notifications import EmailDeliverySettings, build_defs
-
-    config = EmailDeliverySettings(**overrides)
-    return dg.Definitions.merge(dg.Definitions(resources=resources), build_defs(config))

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
-from conftest import email_defs
+from email_helpers import email_defs
 
 from sandbox.email_events import INTERNAL_SENDER
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 import pytest
-from conftest import email_defs
+from email_helpers import email_defs
 
 from assets.notification_store import (
     parse_sent_notification,

@@ -109,6 +109,7 @@ def _insert_rows(db, tenant: str) -> dict:
     if today > now:  # keep every "today" row in the past
         today = now - timedelta(minutes=5)
     yesterday = today - timedelta(days=1)
+    window_start = datetime.combine(now.date() - timedelta(days=7), datetime.min.time(), UTC)
     desk_id = db.execute(
         "insert into control.desks (name, tenant_id, subdomain, base_url, auth_kind, auth_email,"
         " token_encrypted) values (%s, %s, %s, %s, 'token', 'a@example.com', %s)"
@@ -212,6 +213,9 @@ def _insert_rows(db, tenant: str) -> dict:
         ("n4", "welcome", "delivered", today - timedelta(days=10)),  # outside the window
         ("n5", "reply", "temporary-failure", yesterday),
         ("n6", "reply", "pending", today),
+        # the window's first instant (UTC midnight 7 days before today) and the one before it
+        ("e1", "edge", "delivered", window_start),
+        ("e2", "edge", "delivered", window_start - timedelta(seconds=1)),
     ]
     for nid, template, status, created in notifications:
         db.execute(
@@ -383,6 +387,7 @@ def test_template_delivery_7d_counts_the_last_7_days_plus_today(built, db):
         tenant,
     )
     assert [tuple(r.values()) for r in rows] == [
+        ("edge", 1, 1, 0, 0, 0, 1),
         ("reply", 2, 0, 1, 0, 1, 0),
         # 3 today + 1 archived 5 days ago; the one of 10 days ago is outside the window
         ("welcome", 4, 3, 0, 1, 0, 0.75),
@@ -395,7 +400,7 @@ def test_fct_notifications(built, db):
         r["notification_id"].removeprefix(f"{tenant}-"): r
         for r in _rows(db, "select * from analytics.fct_notifications where tenant_id = %s", tenant)
     }
-    assert set(rows) == {"n1", "n2", "n3", "n4", "n5", "n6", "h1"}
+    assert set(rows) == {"n1", "n2", "n3", "n4", "n5", "n6", "e1", "e2", "h1"}
     assert rows["n3"]["failure_reason"] == "mailbox does not exist"
     assert rows["n3"]["is_failed"] and rows["n3"]["delivery_event_count"] == 1
     assert rows["h1"]["is_archived"] and not rows["n1"]["is_archived"]

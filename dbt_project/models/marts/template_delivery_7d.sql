@@ -1,9 +1,15 @@
--- Per tenant and template, "the last 7 days plus today": every notification created from the same
--- weekday last week (UTC) through now, so on a Monday it counts back to last Monday inclusive.
+-- Per tenant and template, "the last 7 days plus today": every notification sent from the
+-- start of the same weekday last week through now, so on a Monday it counts back to last Monday
+-- inclusive. Days are those of the email statistics (SUPPORTFLOW_EMAIL_TIMEZONE, default UTC),
+-- the same as analytics.template_stats_daily.
+{% set zone = env_var('SUPPORTFLOW_EMAIL_TIMEZONE', 'UTC') | replace("'", "") %}
+
 with window_notifications as (
     select *
     from {{ ref('stg_notifications') }}
-    where created_at >= ((current_timestamp at time zone 'UTC')::date - 7)::timestamp at time zone 'UTC'
+    where sent_at
+        >= ((current_timestamp at time zone '{{ zone }}')::date - 7)::timestamp
+        at time zone '{{ zone }}'
 )
 
 select
@@ -16,7 +22,7 @@ select
     count(*) filter (where status = 'technical-failure') as technical_failures,
     count(*) filter (where status in ('sending', 'pending')) as in_flight,
     round(count(*) filter (where status = 'delivered')::numeric / count(*), 4) as delivery_rate,
-    min(created_at) as first_sent_at,
-    max(created_at) as last_sent_at
+    min(sent_at) as first_sent_at,
+    max(sent_at) as last_sent_at
 from window_notifications
 group by tenant_id, template_id

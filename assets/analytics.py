@@ -26,7 +26,16 @@ from psycopg.conninfo import conninfo_to_dict
 
 from resources.warehouse import WarehouseResource
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+
+def _find_dbt_project() -> Path:
+    """The checkout's dbt_project/, or the working directory's when supportflow runs installed
+    into site-packages (the container image copies the project next to the code)."""
+    beside_code = Path(__file__).resolve().parent.parent / "dbt_project"
+    in_cwd = Path.cwd() / "dbt_project"
+    return beside_code if beside_code.is_dir() or not in_cwd.is_dir() else in_cwd
+
+
+DBT_PROJECT_DIR = _find_dbt_project()
 # Files whose change makes the manifest stale (everything dbt parses).
 _PARSED_SUFFIXES = (".sql", ".yml", ".yaml", ".csv", ".md")
 _PARSED_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")

@@ -9,6 +9,7 @@ and topics (assets.feedback_enrichment). `insight_reports` (assets.insights) wri
 reports. The domain logic lives in those modules; this one only wires it to Dagster.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,9 @@ def pull_sources(
         if workspace:
             get_workspace(conn, workspace)  # a mistyped name is an error, not "nothing to do"
         sources = list_sources(conn, workspace or None, pulled_kinds)
-    context = PullContext(connection=connect, discourse_client=discourse, log=log)
+    context = PullContext(
+        connection=connect, discourse_client=discourse, secret_box=discourse.secret_box(), log=log
+    )
     return [pull_source(connect, source, context) for source in sources]
 
 
@@ -231,6 +234,19 @@ def feedback_enrichment(
     return dg.MaterializeResult(metadata=metadata)
 
 
+def discourse_resource_from_env() -> DiscourseClient:
+    """The Discourse resource for the code location; the secret key stays an EnvVar."""
+    from orchestration.settings import Settings
+
+    settings = Settings.from_env()
+    return DiscourseClient(
+        home=str(settings.home),
+        secret_key=dg.EnvVar("SUPPORTFLOW_SECRET_KEY")
+        if os.environ.get("SUPPORTFLOW_SECRET_KEY")
+        else "",
+    )
+
+
 # --- jobs, schedules, sensor ---------------------------------------------------------------------
 
 feedback_ingest_job = dg.define_asset_job(
@@ -270,5 +286,5 @@ defs = dg.Definitions(
     jobs=[feedback_ingest_job, feedback_pull_job, insight_reports_job],
     schedules=[feedback_pull_schedule, insight_reports_schedule],
     sensors=[feedback_queue_sensor],
-    resources={"discourse": DiscourseClient()},
+    resources={"discourse": discourse_resource_from_env()},
 )

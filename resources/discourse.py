@@ -12,10 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import httpx
+
+from resources.secrets import SecretBox
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 120.0
@@ -66,6 +69,12 @@ class DiscourseClient(dg.ConfigurableResource):
     max_attempts: int = 5
     backoff_base_seconds: float = 1.0
     user_agent: str = "supportflow-feedback/0.1"
+    # where the key that decrypts stored API keys comes from (as for the Zendesk resource)
+    home: str = ".supportflow"
+    secret_key: str = ""
+
+    def secret_box(self) -> SecretBox:
+        return SecretBox.from_settings(self.secret_key or None, Path(self.home))
 
     def search(
         self,
@@ -73,16 +82,20 @@ class DiscourseClient(dg.ConfigurableResource):
         query: str,
         page: int = 1,
         *,
+        api_key: str | None = None,
+        api_username: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> SearchPage:
-        """`GET {base_url}/search.json?q=...&page=N`, retried as the module says."""
+        """`GET {base_url}/search.json?q=...&page=N`, retried as the module says. With an API
+        key (private forums) it goes in the `Api-Key` / `Api-Username` headers, never in URLs,
+        logs or errors."""
         url = base_url.rstrip("/") + "/search.json"
         params = {"q": query, "page": str(page)}
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        if api_key:
+            headers |= {"Api-Key": api_key, "Api-Username": api_username or "system"}
         last_problem = ""
-        with httpx.Client(
-            timeout=self.timeout_seconds,
-            headers={"Accept": "application/json", "User-Agent": self.user_agent},
-        ) as http:
+        with httpx.Client(timeout=self.timeout_seconds, headers=headers) as http:
             for attempt in range(1, self.max_attempts + 1):
                 try:
                     response = http.get(url, params=params)

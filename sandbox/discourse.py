@@ -46,8 +46,10 @@ class DiscourseForum:
         days: int = 30,
         end: datetime | None = None,
         page_size: int = PAGE_SIZE,
+        api_key: str | None = None,
     ):
         self.rng = random.Random(seed)
+        self.api_key = api_key  # when set, requests need it in `Api-Key` (a private forum)
         self.page_size = page_size
         self.posts: list[dict[str, Any]] = []
         self.topics: dict[int, dict[str, Any]] = {}
@@ -259,6 +261,17 @@ def discourse_routes(forum: DiscourseForum) -> list[Route]:
                 {"errors": ["sandbox fault"], "error_type": "rate_limit"},
                 status_code=fault.status,
                 headers=headers,
+            )
+        if forum.api_key is not None and (
+            request.headers.get("api-key") != forum.api_key
+            or not request.headers.get("api-username")
+        ):
+            return JSONResponse(
+                {
+                    "errors": ["You are not permitted to view the requested resource."],
+                    "error_type": "invalid_access",
+                },
+                status_code=403,
             )
         q = request.query_params.get("q", "")
         try:

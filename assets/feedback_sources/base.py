@@ -122,6 +122,15 @@ class PulledBatch:
 
 
 @dataclass(frozen=True)
+class ConfigContext:
+    """What `build_config` may use besides the options: the box that encrypts secrets at rest
+    and the environment the operator named variables in (read at the CLI boundary)."""
+
+    box: Any = None  # resources.secrets.SecretBox
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SourceOption:
     """A `supportflow sources add` option a source kind takes (`--<name>`)."""
 
@@ -142,8 +151,11 @@ class SourceKind:
     pulled: ClassVar[bool] = True
     options: ClassVar[tuple[SourceOption, ...]] = ()
 
-    def build_config(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate `sources add` options into the stored config (raise SourceConfigError)."""
+    def build_config(
+        self, options: Mapping[str, Any], context: ConfigContext | None = None
+    ) -> dict[str, Any]:
+        """Validate `sources add` options into the stored config (raise SourceConfigError).
+        Secrets go into the config only encrypted with `context.box`."""
         for option in self.options:
             if option.required and not options.get(option.name):
                 raise SourceConfigError(f"--{option.name} is required for kind {self.name}")
@@ -172,5 +184,6 @@ class PullContext:
 
     connection: Any  # a callable returning a connection context manager (one transaction)
     discourse_client: Any = None
+    secret_box: Any = None  # decrypts secrets stored in source configs
     log: Any = None
     extras: dict[str, Any] = field(default_factory=dict)

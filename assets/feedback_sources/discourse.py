@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from assets.feedback_sources.base import (
+    ConfigContext,
     FeedbackItem,
     PullContext,
     PulledBatch,
@@ -66,9 +67,13 @@ class DiscourseKind(SourceKind):
         SourceOption("base-url", "forum URL, e.g. https://meta.discourse.org", required=True),
         SourceOption("query", "search terms (default: every post)"),
         SourceOption("since", "first day to fetch, YYYY-MM-DD (default: 30 days ago)"),
+        SourceOption("api-key-env", "environment variable holding an API key (private forums)"),
+        SourceOption("api-username", "the user the API key acts as (default: system)"),
     )
 
-    def build_config(self, options: Mapping[str, Any]) -> dict[str, Any]:
+    def build_config(
+        self, options: Mapping[str, Any], context: ConfigContext | None = None
+    ) -> dict[str, Any]:
         config = super().build_config(options)
         base_url = str(config["base_url"]).rstrip("/")
         if not base_url.startswith(("http://", "https://")):
@@ -78,11 +83,29 @@ class DiscourseKind(SourceKind):
             date.fromisoformat(since)
         except ValueError as exc:
             raise SourceConfigError(f"--since must be YYYY-MM-DD, not {since!r}") from exc
-        return {"base_url": base_url, "query": config.get("query") or "", "since": since}
+        result = {"base_url": base_url, "query": config.get("query") or "", "since": since}
+        if config.get("api_key_env"):
+            variable = config["api_key_env"]
+            key = (context.environ if context else {}).get(variable)
+            if not key:
+                raise SourceConfigError(f"environment variable {variable} is not set")
+            if context is None or context.box is None:
+                raise SourceConfigError("an API key is stored encrypted: no secret box given")
+            result["api_key_encrypted"] = context.box.encrypt(key).decode()
+            result["api_username"] = config.get("api_username") or "system"
+        elif config.get("api_username"):
+            raise SourceConfigError("--api-username needs --api-key-env")
+        return result
 
     def pull(self, source: SourceRef, context: PullContext) -> Iterator[PulledBatch]:
         client = context.discourse_client
         base_url = source.config["base_url"]
+        auth = {}
+        if source.config.get("api_key_encrypted"):
+            auth = {
+                "api_key": context.secret_box.decrypt(source.config["api_key_encrypted"].encode()),
+                "api_username": source.config.get("api_username") or "system",
+            }
         last_post_id = int(source.cursor.get("last_post_id") or 0)
         after = source.cursor.get("after") or source.config.get("since")
         scan = dict(source.cursor.get("scan") or {})
@@ -91,7 +114,7 @@ class DiscourseKind(SourceKind):
         newest = scan.get("newest_day")
         query = search_query(source.config.get("query", ""), after)
         for _ in range(MAX_PAGES_PER_PULL):
-            result = client.search(base_url, query, page)
+            result = client.search(base_url, query, page, **auth)
             items = []
             for post in result.posts:
                 if int(post["id"]) <= last_post_id:

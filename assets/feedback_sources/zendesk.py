@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from assets.feedback_sources.base import (
+    ConfigContext,
     FeedbackItem,
     PullContext,
     PulledBatch,
@@ -79,7 +80,9 @@ class ZendeskKind(SourceKind):
     description = "end-user comments and satisfaction comments of Zendesk desks (raw.zendesk_*)"
     options = (SourceOption("desk", "desk name or id (repeat for several)", multiple=True),)
 
-    def build_config(self, options: Mapping[str, Any]) -> dict[str, Any]:
+    def build_config(
+        self, options: Mapping[str, Any], context: ConfigContext | None = None
+    ) -> dict[str, Any]:
         desks = [str(d).strip() for d in options.get("desk") or () if str(d).strip()]
         if not desks:
             raise SourceConfigError("--desk is required for kind zendesk (repeat for several)")

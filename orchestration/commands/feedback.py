@@ -22,6 +22,11 @@ def _connect():
     return build_resources(settings, for_dagster=False)["warehouse"].connection
 
 
+def _redacted(config: Any) -> dict[str, Any]:
+    """A source config for display: encrypted secrets shown as set, not as ciphertext."""
+    return {k: ("<encrypted>" if k.endswith("_encrypted") else v) for k, v in config.items()}
+
+
 def _kind_options() -> list[click.Option]:
     """One click option per distinct option name across the registered kinds."""
     from assets.feedback_sources import SOURCE_KINDS
@@ -79,9 +84,12 @@ def register(cli: click.Group) -> None:
 
     def sources_add(workspace: str, kind: str, name: str | None, **options: Any) -> None:
         """Connect a source of --kind to WORKSPACE."""
+        import os
+
         from assets.feedback_sources import source_kind
-        from assets.feedback_sources.base import SourceConfigError, SourceRef
+        from assets.feedback_sources.base import ConfigContext, SourceConfigError, SourceRef
         from assets.feedback_store import WorkspaceError, add_source, get_workspace
+        from resources.secrets import SecretBox
 
         source_kind_ = source_kind(kind)
         own = {option.name.replace("-", "_") for option in source_kind_.options}
@@ -92,7 +100,9 @@ def register(cli: click.Group) -> None:
             raise UserError(f"kind {kind} does not take {names}")
         dashed = {k.replace("_", "-"): v for k, v in given.items()}
         try:
-            config = source_kind_.build_config(dashed)
+            settings = load_settings()
+            box = SecretBox.from_settings(settings.secret_key, settings.home)
+            config = source_kind_.build_config(dashed, ConfigContext(box, dict(os.environ)))
             with _connect()() as conn:
                 target = get_workspace(conn, workspace)
                 source_kind_.check(conn, config)
@@ -138,7 +148,7 @@ def register(cli: click.Group) -> None:
         for source in rows:
             click.echo(
                 f"{source.workspace_name}/{source.name}\t{source.kind}\t"
-                f"config={json.dumps(dict(source.config), sort_keys=True)}\t"
+                f"config={json.dumps(_redacted(source.config), sort_keys=True)}\t"
                 f"cursor={json.dumps(dict(source.cursor), sort_keys=True)}"
             )
 

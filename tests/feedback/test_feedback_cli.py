@@ -78,3 +78,24 @@ def test_workspaces_sources_and_insights(capsys, db):
     assert "2026-03-01" in out
     code, _, err = run(capsys, "insights", name, "--days", "0")
     assert code == 2
+
+
+def test_discourse_api_key_from_the_environment(capsys, db, monkeypatch):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    assert run(capsys, "workspaces", "add", name)[0] == 0
+    argv = ("sources", "add", name, "--kind", "discourse", "--base-url", "https://f.example",
+            "--api-key-env", "FB_TEST_FORUM_KEY")  # fmt: skip
+    monkeypatch.delenv("FB_TEST_FORUM_KEY", raising=False)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "FB_TEST_FORUM_KEY is not set" in err
+    monkeypatch.setenv("FB_TEST_FORUM_KEY", "very-secret-forum-key")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "very-secret-forum-key" not in out
+    config = db.execute(
+        "select s.config from control.feedback_sources s join control.workspaces w "
+        "using (workspace_id) where w.name = %s",
+        (name,),
+    ).fetchone()[0]
+    assert config["api_key_encrypted"] and "very-secret-forum-key" not in str(config)
+    code, out, _ = run(capsys, "sources", "list", name)
+    assert "very-secret-forum-key" not in out

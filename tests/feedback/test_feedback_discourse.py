@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from assets.feedback_sources.base import PullContext
 from resources.discourse import DiscourseClient, DiscourseError
 from sandbox.discourse import Fault
 
@@ -68,7 +69,6 @@ def test_killed_pull_resumes_at_its_page_without_loss_or_duplicates(
     make_workspace, add_source, warehouse, forum, forum_url, db
 ):
     from assets.feedback import pull_source
-    from assets.feedback_sources.base import PullContext
     from assets.feedback_store import list_sources
 
     workspace = make_workspace()
@@ -129,3 +129,43 @@ def test_killed_pull_resumes_at_its_page_without_loss_or_duplicates(
         "where source_id = %s",
         (source().source_id,),
     ).fetchone()[0]
+
+
+def test_private_forum_api_key_is_stored_encrypted_and_used(
+    make_workspace, warehouse, forum, forum_url, db, settings, monkeypatch
+):
+    from assets.feedback import pull_source
+    from assets.feedback_sources import source_kind
+    from assets.feedback_sources.base import ConfigContext, SourceConfigError, SourceRef
+    from assets.feedback_store import add_source
+    from resources.secrets import SecretBox
+
+    forum.api_key = "discourse-key-123"
+    box = SecretBox.from_settings(settings.secret_key, settings.home)
+    options = {"base-url": forum_url, "since": "2000-01-01", "api-key-env": "FORUM_KEY"}
+    with pytest.raises(SourceConfigError, match="FORUM_KEY is not set"):
+        source_kind("discourse").build_config(options, ConfigContext(box, {}))
+    config = source_kind("discourse").build_config(
+        options, ConfigContext(box, {"FORUM_KEY": "discourse-key-123"})
+    )
+    assert "discourse-key-123" not in str(config) and config["api_username"] == "system"
+    workspace = make_workspace()
+    with warehouse.connection() as conn:
+        source_id = add_source(conn, workspace, "private", "discourse", config)
+    source = SourceRef(source_id, workspace.workspace_id, workspace.name, workspace.tenant_id,
+                       "private", "discourse", config, {})  # fmt: skip
+    client = DiscourseClient(timeout_seconds=5, home=str(settings.home))
+    result = pull_source(
+        warehouse.connection,
+        source,
+        PullContext(warehouse.connection, discourse_client=client, secret_box=client.secret_box()),
+    )
+    assert result.counts.inserted == len(forum.posts)
+    stored = db.execute(
+        "select config::text from control.feedback_sources where source_id = %s", (source_id,)
+    ).fetchone()[0]
+    assert "discourse-key-123" not in stored
+    # without the key the forum refuses, and the error does not carry the key
+    with pytest.raises(DiscourseError, match="HTTP 403") as caught:
+        client.search(forum_url, "order:latest", 1, api_key="wrong-key")
+    assert "wrong-key" not in str(caught.value)

@@ -1,0 +1,79 @@
+"""The page loader against the real warehouse: an older ticket version never overwrites a
+newer one, a moved cursor rolls the page back, deleted tickets are marked."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from assets.desks import get_desk
+from assets.ticket_load import CursorMoved, TicketSyncStats, load_ticket_page, prepare_ticket_page
+from resources.zendesk import decode_ticket_page
+from sandbox.zendesk import ZendeskSandbox
+
+
+def page(tickets, cursor):
+    users = [{"id": 1, "name": "Ana", "updated_at": "2026-01-01T00:00:00Z"}]
+    body = {"tickets": tickets, "users": users, "after_cursor": cursor, "end_of_stream": True}
+    return prepare_ticket_page(decode_ticket_page(orjson.dumps(body)), {}, {})
+
+
+def version(generated, status, subject, updated="2026-01-01T00:00:00Z"):
+    return {
+        "id": 77,
+        "generated_timestamp": generated,
+        "updated_at": updated,
+        "status": status,
+        "subject": subject,
+        "requester_id": 1,
+    }
+
+
+def stored(db, desk):
+    return db.execute(
+        "select status, subject, is_deleted, extract(epoch from generated_at)::bigint "
+        "from raw.zendesk_tickets where desk_id = %s and ticket_id = 77",
+        (desk.desk_id,),
+    ).fetchone()
+
+
+def load(db_url, desk, prepared, old_cursor):
+    import psycopg
+
+    stats = TicketSyncStats()
+    with psycopg.connect(db_url) as conn:
+        load_ticket_page(conn, desk, prepared, old_cursor=old_cursor, stats=stats)
+    return stats
+
+
+def test_older_versions_never_overwrite_newer_ones(db, db_url, make_desk):
+    desk = make_desk(ZendeskSandbox(seed=81, tickets=1))
+    stats = load(db_url, desk, page([version(2000, "open", "v2")], "c1"), None)
+    assert (stats.inserted, stats.updated) == (1, 0)
+    assert stored(db, desk) == ("open", "v2", False, 2000)
+
+    # the older version arrives late (e.g. a replayed page): skipped, cursor still moves
+    stats = load(db_url, desk, page([version(1000, "new", "v1")], "c2"), "c1")
+    assert (stats.inserted, stats.updated, stats.skipped_older) == (0, 0, 1)
+    assert stored(db, desk) == ("open", "v2", False, 2000)
+
+    # a system update moves only generated_timestamp: it wins
+    stats = load(db_url, desk, page([version(3000, "solved", "v3")], "c3"), "c2")
+    assert stats.updated == 1 and stored(db, desk) == ("solved", "v3", False, 3000)
+
+    # two versions of one ticket in one page: the newest is kept
+    both = [version(5000, "deleted", "v5"), version(4000, "open", "v4")]
+    stats = load(db_url, desk, page(both, "c4"), "c3")
+    assert stats.deleted == 1 and stored(db, desk) == ("deleted", "v5", True, 5000)
+    with db.cursor() as cur:
+        cur.execute("select ticket_cursor from control.desks where desk_id = %s", (desk.desk_id,))
+        assert cur.fetchone()[0] == "c4"
+
+
+def test_a_moved_cursor_rolls_the_page_back(db, db_url, make_desk):
+    desk = make_desk(ZendeskSandbox(seed=82, tickets=1))
+    load(db_url, desk, page([version(1000, "open", "v1")], "c1"), None)
+    with pytest.raises(CursorMoved, match="another sync of the desk"):
+        load(db_url, desk, page([version(2000, "solved", "v2")], "c9"), "stale-cursor")
+    assert stored(db, desk) == ("open", "v1", False, 1000)
+    assert get_desk(db, desk.name).ticket_cursor == "c1"

@@ -9,6 +9,7 @@ from assets import notifications as email_delivery
 from assets import tickets
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
+from sensors import alerts as run_alerts
 
 settings = Settings.from_env()
 
@@ -19,4 +20,5 @@ defs = dg.Definitions.merge(
     email_delivery.defs,
     feedback.defs,
     tickets.defs,
+    run_alerts.defs,
 )

@@ -175,3 +175,19 @@ def test_tenant_classifier_scores_zendesk_feedback(
         (workspace.workspace_id,),
     ).fetchone()[0]
     assert agree > 0.75
+
+
+def test_baseline_kept_when_the_classifier_does_not_beat_it():
+    """Ratings that follow the lexicon exactly: VADER is perfect held out, so it stays."""
+    from assets.sentiment.vader import VaderEngine
+
+    texts = [p[0] for p in rated_tickets(600, seed=4)]
+    ratings = list(VaderEngine().predict_ratings(texts))
+    selection = select_engine(texts, ratings)
+    assert selection.name == BASELINE
+    assert selection.evaluation[BASELINE]["macro_f1"] == 1.0
+    assert selection.evaluation["tenant_tfidf_logreg"]["macro_f1"] < 1.0
+    assert (
+        "did not beat" in selection.evaluation["reason"]
+        or "no trained" in (selection.evaluation["reason"])
+    )

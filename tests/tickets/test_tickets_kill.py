@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_matches_truth
+from tickets_helpers import assert_matches_truth
 
 from sandbox.zendesk import RateLimits, ZendeskSandbox
 

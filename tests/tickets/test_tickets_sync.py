@@ -5,7 +5,7 @@ token."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_matches_truth, materialized_metadata
+from tickets_helpers import assert_matches_truth, materialized_metadata
 
 from sandbox.zendesk import RateLimits, ZendeskSandbox
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pytest
+from tickets_helpers import zendesk_resource
 
 from sandbox.server import SandboxConfig, build_app, start_in_thread
 from sandbox.zendesk import (
@@ -83,20 +84,6 @@ def make_desk(db, secret_box, sandbox_host) -> Callable:
         )
 
     return make
-
-
-def zendesk_resource(settings, *, page_size: int = 1000, timeout: float = 30.0):
-    from resources.zendesk import ZendeskClient
-
-    return ZendeskClient(
-        home=str(settings.home),
-        secret_key=settings.secret_key or "",
-        page_size=page_size,
-        events_page_size=page_size,
-        timeout_seconds=timeout,
-        backoff_base_seconds=0.05,
-        max_attempts=8,
-    )
 
 
 @pytest.fixture

@@ -190,3 +190,19 @@ def test_freshness_and_orphan_checks(db, resources, make_desk, run_sync):
         ).fetchone()[0]
         == 1
     )
+
+
+def test_sync_command_failure_names_the_desk(monkeypatch, capsys, sandbox_host):
+    sandbox = ZendeskSandbox(seed=73, tickets=10, rate_limits=RateLimits(600, 6000))
+    _, base_url = sandbox_host.add(sandbox)
+    name = unique("fail")
+    monkeypatch.setenv("ZD_TEST_TOKEN", "not-the-token")
+    args = ["desks", "add", name, "--subdomain", "sandbox", "--base-url", base_url]
+    assert main([*args, "--email", SANDBOX_EMAIL, "--token-env", "ZD_TEST_TOKEN"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["sync", name])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert f"sync of desk {name} failed" in err and "401" in err
+    assert "not-the-token" not in err

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,8 @@ def test_killed_sync_resumes_exactly(db, make_desk):
         rate_limits=RateLimits(export_per_minute=6000, api_per_minute=60000),
     )
     desk = make_desk(sandbox, export_rate=6000, api_rate=60000)
+    seconds = Counter(ts for ts, _ in sandbox._event_keys)
+    assert max(seconds.values()) > 100  # one second fills more than a page of 100 events
     tickets_q = "select count(*) from raw.zendesk_tickets where desk_id = %s"
     comments_q = "select count(*) from raw.zendesk_ticket_comments where desk_id = %s"
 

@@ -12,10 +12,11 @@ from dagster._core.test_utils import create_run_for_test
 
 import sensors.desks as desk_sensor
 from orchestration.instance import DESK_TAG
-from sandbox.zendesk import ZendeskSandbox
+from sandbox.zendesk import RateLimits, ZendeskSandbox
 from sensors.desks import DESK_SYNC_JOB, DeskState, desk_sync_sensor, is_due, is_stuck
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+FAST = RateLimits(export_per_minute=600, api_per_minute=6000)
 
 
 def state(active=True, interval=300, synced_ago=None, progress_ago=0):
@@ -140,3 +141,37 @@ def test_in_progress_run_blocks_and_dead_runs_do_not(instance, resources, make_d
     (request,) = requests_for(tick(instance, resources), desk.name)
     assert request.run_key.endswith(f":after-{stuck.run_id[:8]}")
     assert instance.get_run_by_id(stuck.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_sensor_run_request_executes_the_desk_sync_job(
+    instance, resources, settings, db, make_desk
+):
+    """Tick -> the requested partition and tags -> the real job -> the desk is synced and no
+    longer due on the next tick."""
+    from tickets_helpers import zendesk_resource
+
+    from assets.tickets import zendesk_desk_sync, zendesk_ticket_comments, zendesk_tickets
+
+    sandbox = ZendeskSandbox(seed=55, tickets=60, comments_per_ticket=2.0, rate_limits=FAST)
+    desk = make_desk(sandbox)
+    result = tick(instance, resources)
+    for request in result.dynamic_partitions_requests:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+    (request,) = requests_for(result, desk.name)
+    job = dg.Definitions(
+        assets=[zendesk_tickets, zendesk_ticket_comments],
+        jobs=[zendesk_desk_sync],
+        resources={"warehouse": resources["warehouse"], "zendesk": zendesk_resource(settings)},
+    ).resolve_job_def(DESK_SYNC_JOB)
+    outcome = job.execute_in_process(
+        partition_key=request.partition_key, instance=instance, tags=request.tags
+    )
+    assert outcome.success
+    run = instance.get_run_by_id(outcome.run_id)
+    assert run.tags[DESK_TAG] == desk.name
+    count = db.execute(
+        "select count(*) from raw.zendesk_tickets where desk_id = %s", (desk.desk_id,)
+    ).fetchone()[0]
+    assert count == 60
+    assert not requests_for(tick(instance, resources), desk.name)

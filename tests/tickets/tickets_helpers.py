@@ -6,6 +6,20 @@ from __future__ import annotations
 from sandbox.zendesk import ZendeskSandbox
 
 
+def zendesk_resource(settings, *, page_size: int = 1000, timeout: float = 30.0):
+    from resources.zendesk import ZendeskClient
+
+    return ZendeskClient(
+        home=str(settings.home),
+        secret_key=settings.secret_key or "",
+        page_size=page_size,
+        events_page_size=page_size,
+        timeout_seconds=timeout,
+        backoff_base_seconds=0.05,
+        max_attempts=8,
+    )
+
+
 def materialized_metadata(result) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():

@@ -118,3 +118,44 @@ def test_demo_runs_are_recorded_in_the_local_dagster_instance(two_runs, demo_hom
         "insight_reports_job",
         "feedback_pull_job",
     } <= jobs
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(560)
+def test_demo_marts_agree_with_the_pipelines_tables(two_runs, demo_home):
+    """The marts were built from what the pipelines wrote: live tickets one to one, and the
+    dbt "7 days plus today" per template equals the email domain's own daily statistics for the
+    7 whole days plus today's notifications (two independent implementations)."""
+    url = _supportflow(demo_home, "db", "url", timeout=60).stdout.strip()
+    with psycopg.connect(url) as conn:
+        live = conn.execute(
+            "select count(*) from raw.zendesk_tickets where not is_deleted"
+        ).fetchone()[0]
+        assert conn.execute("select count(*) from analytics.fct_tickets").fetchone()[0] == live
+        mart = dict(
+            conn.execute(
+                "select template_id, sent from analytics.template_delivery_7d"
+                " where tenant_id = 'demo'"
+            ).fetchall()
+        )
+        pipeline = dict(
+            conn.execute(
+                """
+                with today as (select (now() at time zone 'UTC')::date as d)
+                select template_id, sum(n)::bigint from (
+                    select template_id, notification_count as n
+                    from analytics.template_stats_daily, today
+                    where tenant_id = 'demo' and day between today.d - 7 and today.d - 1
+                    union all
+                    select template_id, 1 from (
+                        select template_id, tenant_id, sent_at from raw.notifications
+                        union all
+                        select template_id, tenant_id, sent_at from raw.notification_history
+                    ) n, today
+                    where tenant_id = 'demo' and (sent_at at time zone 'UTC')::date = today.d
+                ) both_parts
+                group by template_id
+                """
+            ).fetchall()
+        )
+    assert mart and mart == pipeline

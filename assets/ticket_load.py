@@ -342,3 +342,21 @@ def sync_comments(
             break
         start = following
     return stats
+
+
+def repair_ticket_comments(
+    connection: ConnectionFactory, api: ZendeskApi, desk: Desk, ticket_id: int
+) -> int:
+    """Re-read one ticket's comments through the per-ticket endpoint and add any that are
+    missing (the repair path; the bulk path is the events export). Returns rows added."""
+    comments = api.ticket_comments(ticket_id)
+    events = [{"ticket_id": ticket_id, "child_events": comments}]
+    rows = comment_rows(events, set())
+    if not rows:
+        return 0
+    with connection() as conn:
+        begin_page(conn)
+        copy_rows(conn, "zendesk_comments_stage", COMMENT_COLUMNS, rows)
+        return conn.execute(
+            INSERT_COMMENTS, {"desk_id": desk.desk_id, "tenant_id": desk.tenant_id}
+        ).rowcount

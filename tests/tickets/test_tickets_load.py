@@ -77,3 +77,32 @@ def test_a_moved_cursor_rolls_the_page_back(db, db_url, make_desk):
         load(db_url, desk, page([version(2000, "solved", "v2")], "c9"), "stale-cursor")
     assert stored(db, desk) == ("open", "v1", False, 1000)
     assert get_desk(db, desk.name).ticket_cursor == "c1"
+
+
+def test_repair_adds_a_tickets_missing_comments(db, db_url, make_desk, run_sync, settings):
+    from tickets_helpers import assert_matches_truth, zendesk_resource
+
+    from assets.ticket_load import repair_ticket_comments
+    from resources.warehouse import get_pool
+
+    sandbox = ZendeskSandbox(seed=83, tickets=30, comments_per_ticket=3.0)
+    desk = make_desk(sandbox)
+    run_sync(desk)
+    ticket_id = max(sandbox.comments, key=lambda t: len(sandbox.comments[t]))
+    lost = db.execute(
+        "delete from raw.zendesk_ticket_comments where desk_id = %s and ticket_id = %s",
+        (desk.desk_id, ticket_id),
+    ).rowcount
+    assert lost >= 2
+    api = zendesk_resource(settings).open(
+        desk=desk.name,
+        base_url=desk.base_url,
+        credentials=desk.credentials(zendesk_resource(settings).secret_box()),
+        export_rate_per_minute=600,
+        api_rate_per_minute=6000,
+    )
+    with api:
+        added = repair_ticket_comments(get_pool(db_url).connection, api, desk, ticket_id)
+        assert added == lost
+        assert repair_ticket_comments(get_pool(db_url).connection, api, desk, ticket_id) == 0
+    assert_matches_truth(db, desk, sandbox)

@@ -111,8 +111,9 @@ def _insert_rows(db, tenant: str) -> dict:
     yesterday = today - timedelta(days=1)
     window_start = datetime.combine(now.date() - timedelta(days=7), datetime.min.time(), UTC)
     desk_id = db.execute(
+        # inactive: the desk sync sensor of other tests in this session must not pick it up
         "insert into control.desks (name, tenant_id, subdomain, base_url, auth_kind, auth_email,"
-        " token_encrypted) values (%s, %s, %s, %s, 'token', 'a@example.com', %s)"
+        " token_encrypted, active) values (%s, %s, %s, %s, 'token', 'a@example.com', %s, false)"
         " returning desk_id",
         (tenant, tenant, tenant, "http://127.0.0.1:9", b"not-a-real-token"),
     ).fetchone()[0]

@@ -307,9 +307,11 @@ def desks_synced_recently(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 zendesk_desk_sync = dg.define_asset_job(
     DESK_SYNC_JOB,
+    # the all-desks freshness check runs on its own schedule, not inside one desk's sync
     selection=dg.AssetSelection.assets(
         "zendesk_tickets", "zendesk_users", "zendesk_ticket_comments"
-    ),
+    )
+    - dg.AssetSelection.checks(desks_synced_recently),
     partitions_def=DESK_PARTITIONS,
     description="Sync one desk: tickets, users and comments.",
 )

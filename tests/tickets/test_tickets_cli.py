@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import uuid
 
+import dagster as dg
 import pytest
+from tickets_helpers import zendesk_resource
 
-from assets.tickets import desks_synced_recently, stale_desks
+from assets.tickets import (
+    desk_freshness_job,
+    desks_synced_recently,
+    stale_desks,
+    zendesk_ticket_comments,
+    zendesk_tickets,
+)
 from orchestration.cli import main
 from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN, RateLimits, ZendeskSandbox
 
@@ -156,7 +164,7 @@ def test_sync_command_prints_counts(monkeypatch, capsys, sandbox_host, db):
     assert "comments 300 new" in out
 
 
-def test_freshness_and_orphan_checks(db, resources, make_desk, run_sync):
+def test_freshness_and_orphan_checks(db, resources, settings, make_desk, run_sync):
     sandbox = ZendeskSandbox(seed=72, tickets=20, rate_limits=RateLimits(600, 6000))
     desk = make_desk(sandbox, interval=60)
     assert desk.name in dict(stale_desks(db))  # never synced
@@ -170,6 +178,14 @@ def test_freshness_and_orphan_checks(db, resources, make_desk, run_sync):
     assert "last synced 600 s ago" in dict(stale_desks(db))[desk.name]
     result = desks_synced_recently(warehouse=resources["warehouse"])
     assert not result.passed and desk.name in result.metadata["stale_desks"].value
+    job = dg.Definitions(
+        assets=[zendesk_tickets, zendesk_ticket_comments],
+        asset_checks=[desks_synced_recently],
+        jobs=[desk_freshness_job],
+        resources={"warehouse": resources["warehouse"], "zendesk": zendesk_resource(settings)},
+    ).resolve_job_def("desk_freshness_check")
+    (evaluation,) = job.execute_in_process().get_asset_check_evaluations()
+    assert not evaluation.passed and desk.name in evaluation.metadata["stale_desks"].value
 
     # a comment whose ticket is missing fails the orphan check on the next sync
     db.execute(

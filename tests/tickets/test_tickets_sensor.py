@@ -150,7 +150,12 @@ def test_sensor_run_request_executes_the_desk_sync_job(
     longer due on the next tick."""
     from tickets_helpers import zendesk_resource
 
-    from assets.tickets import zendesk_desk_sync, zendesk_ticket_comments, zendesk_tickets
+    from assets.tickets import (
+        desks_synced_recently,
+        zendesk_desk_sync,
+        zendesk_ticket_comments,
+        zendesk_tickets,
+    )
 
     sandbox = ZendeskSandbox(seed=55, tickets=60, comments_per_ticket=2.0, rate_limits=FAST)
     desk = make_desk(sandbox)
@@ -161,6 +166,7 @@ def test_sensor_run_request_executes_the_desk_sync_job(
     (request,) = requests_for(result, desk.name)
     job = dg.Definitions(
         assets=[zendesk_tickets, zendesk_ticket_comments],
+        asset_checks=[desks_synced_recently],
         jobs=[zendesk_desk_sync],
         resources={"warehouse": resources["warehouse"], "zendesk": zendesk_resource(settings)},
     ).resolve_job_def(DESK_SYNC_JOB)
@@ -168,6 +174,8 @@ def test_sensor_run_request_executes_the_desk_sync_job(
         partition_key=request.partition_key, instance=instance, tags=request.tags
     )
     assert outcome.success
+    checks = {c.check_name: c.passed for c in outcome.get_asset_check_evaluations()}
+    assert checks == {"no_duplicate_tickets": True, "comment_tickets_exist": True}
     run = instance.get_run_by_id(outcome.run_id)
     assert run.tags[DESK_TAG] == desk.name
     count = db.execute(

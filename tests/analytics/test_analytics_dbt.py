@@ -294,7 +294,8 @@ def _insert_rows(db, tenant: str) -> dict:
 
 @pytest.fixture(scope="module")
 def built(db_url, resources):
-    """Rows for a fresh tenant, then `dbt build` through Dagster with the real DbtCliResource."""
+    """Rows for two fresh tenants, then `dbt build` through Dagster with the real
+    DbtCliResource; the rows are removed again afterwards."""
     import psycopg
 
     tenant, other = (f"an-{uuid.uuid4().hex[:8]}" for _ in range(2))
@@ -307,7 +308,32 @@ def built(db_url, resources):
         raise_on_error=False,
     )
     facts["other_tenant"] = other
-    return tenant, facts, result
+    yield tenant, facts, result
+    with psycopg.connect(db_url, autocommit=True) as db:
+        for t in (tenant, other):
+            _delete_rows(db, t)
+
+
+def _delete_rows(db, tenant: str) -> None:
+    """Leave the shared session database as other domains' tests expect it."""
+    for table in (
+        "raw.feedback_items",
+        "raw.delivery_events",
+        "raw.notifications",
+        "raw.notification_history",
+        "raw.activities",
+        "raw.zendesk_ticket_comments",
+        "raw.zendesk_users",
+        "raw.zendesk_tickets",
+        "control.desks",
+    ):
+        db.execute(f"delete from {table} where tenant_id = %s", (tenant,))  # noqa: S608
+    db.execute(
+        "delete from control.feedback_sources where workspace_id in"
+        " (select workspace_id from control.workspaces where tenant_id = %s)",
+        (tenant,),
+    )
+    db.execute("delete from control.workspaces where tenant_id = %s", (tenant,))
 
 
 def _rows(db, query: str, tenant: str) -> list[dict]:

@@ -118,8 +118,9 @@ ensure_manifest(dbt_project)
 
 
 class SupportflowDbtTranslator(DagsterDbtTranslator):
-    """dbt models as supportflow assets: group and owners from dbt_project.yml's meta, plus the
-    warehouse kind; sources keep the raw-table asset keys from sources.yml."""
+    """dbt models as supportflow assets. Group and owners come from dbt_project.yml's meta and
+    the raw-table asset keys from sources.yml (the default translator reads both); this adds a
+    `supportflow/layer` tag (staging | mart) to filter on in the UI."""
 
     def get_tags(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, str]:
         tags = dict(super().get_tags(dbt_resource_props))

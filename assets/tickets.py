@@ -12,6 +12,7 @@ exists, and each active desk synced recently.
 import os
 
 import dagster as dg
+import psycopg
 
 from assets.desks import Desk, DeskError, get_desk, record_sync_result
 from assets.ticket_load import sync_comments, sync_tickets
@@ -96,8 +97,11 @@ def _open_api(zendesk: ZendeskClient, desk: Desk) -> ZendeskApi:
 def _fail(warehouse: WarehouseResource, desk: Desk, exc: Exception) -> dg.Failure:
     """Record the error on the desk and turn it into a Dagster failure naming the desk."""
     message = str(exc) if isinstance(exc, ZendeskError) else f"desk {desk.name!r}: {exc}"
-    with warehouse.connection() as conn:
-        record_sync_result(conn, desk.desk_id, message)
+    try:
+        with warehouse.connection() as conn:
+            record_sync_result(conn, desk.desk_id, message)
+    except psycopg.Error:
+        pass  # the database itself is what failed; the run's failure still says why
     return dg.Failure(message, allow_retries=not isinstance(exc, ZendeskAuthError))
 
 

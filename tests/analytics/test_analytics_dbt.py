@@ -546,3 +546,32 @@ def test_two_processes_loading_a_fresh_clone_parse_once(tmp_path: Path):
     assert "model.supportflow.fct_tickets" in manifest["nodes"]
     assert not list((project / "target").glob(".parse-*"))
     assert not manifest_is_stale(project, project / "target" / "manifest.json")
+
+
+def test_tenant_analyst_row_security_on_the_pipelines_analytics_tables(
+    built, db, db_url, tenant_analyst_login
+):
+    """template_stats_daily is written by the email pipeline, not dbt: migration 0501 gave it
+    the same policies."""
+    import psycopg
+
+    tenant, facts, _ = built
+    both = (tenant, facts["other_tenant"])
+    for t in both:
+        db.execute(
+            "insert into analytics.template_stats_daily (day, tenant_id, template_id, status,"
+            " notification_count) values (current_date, %s, 'rls', 'delivered', 1)",
+            (t,),
+        )
+    db.execute(
+        "insert into control.analyst_tenants (role_name, tenant_id) values (%s, %s)",
+        (tenant_analyst_login, facts["other_tenant"]),
+    )
+    try:
+        with psycopg.connect(db_url, user=tenant_analyst_login, autocommit=True) as conn:
+            seen = _tenants_seen(conn, "template_stats_daily", both)
+        assert seen == {facts["other_tenant"]}
+    finally:
+        db.execute(
+            "delete from analytics.template_stats_daily where tenant_id = any(%s)", (list(both),)
+        )

@@ -462,9 +462,10 @@ def register_workspace(run: DemoRun) -> str:
                 name, kind, config, {},
             )  # fmt: skip
             source_kind(kind).after_create(conn, ref)
-            added.append(f"{name} ({kind})")
+            added.append(f"added {name} ({kind})")
         forum = existing.get("forum")
         if forum is not None and forum.config.get("base_url") != run.sandbox_url:
+            added.append(f"forum pointed at {run.sandbox_url}")
             conn.execute(
                 "update control.feedback_sources"
                 " set config = jsonb_set(config, '{base_url}', to_jsonb(%s::text))"
@@ -473,7 +474,7 @@ def register_workspace(run: DemoRun) -> str:
             )
         run.facts["webhook_token"] = issue_webhook_token(conn, workspace.workspace_id)
     state = "created" if created else "already there"
-    return f"workspace {DEMO_WORKSPACE} {state}; sources added: {', '.join(added) or 'none'}"
+    return f"workspace {DEMO_WORKSPACE} {state}; sources: {', '.join(added) or 'unchanged'}"
 
 
 def ingest_feedback(run: DemoRun) -> str:

@@ -11,6 +11,7 @@ The next ticket page is fetched in a background thread while the current one is 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -129,14 +130,28 @@ def begin_page(conn: psycopg.Connection) -> None:
     ensure_staging(conn)
 
 
+_staged: weakref.WeakKeyDictionary[psycopg.Connection, bool] = weakref.WeakKeyDictionary()
+
+
 def ensure_staging(conn: psycopg.Connection) -> None:
-    """Temporary staging tables (per connection), emptied at every commit."""
-    for name, columns in STAGING_DDL.items():
-        conn.execute(
-            sql.SQL("create temp table if not exists {} ({}) on commit delete rows").format(
-                sql.Identifier(name), sql.SQL(columns)
+    """Temporary staging tables (per connection), emptied at every commit.
+
+    On an idle connection they are created in a transaction of their own and remembered, so
+    a sync pays for this once; inside a transaction they are created there (and vanish with
+    it if it rolls back, which is why that case is not remembered).
+    """
+    if _staged.get(conn):
+        return
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        for name, columns in STAGING_DDL.items():
+            conn.execute(
+                sql.SQL("create temp table if not exists {} ({}) on commit delete rows").format(
+                    sql.Identifier(name), sql.SQL(columns)
+                )
             )
-        )
+    if idle:
+        _staged[conn] = True
 
 
 def copy_rows(
@@ -278,11 +293,14 @@ def sync_tickets(
         prepare_ticket_page(page, written_users, written_groups)
         for page in api.export_tickets(cursor=cursor, start_time=0, per_page=per_page)
     )
-    for page in prefetched(prepared):
-        with connection() as conn:
-            cursor = load_ticket_page(conn, desk, page, old_cursor=cursor, stats=stats)
-        if on_page:
-            on_page(stats)
+    # one connection for the whole sync, one transaction per page
+    with connection() as conn:
+        ensure_staging(conn)
+        for page in prefetched(prepared):
+            with conn.transaction():
+                cursor = load_ticket_page(conn, desk, page, old_cursor=cursor, stats=stats)
+            if on_page:
+                on_page(stats)
     return stats
 
 
@@ -323,6 +341,22 @@ def sync_comments(
     stored = desk.events_cursor
     start = stored or 0
     stats = CommentSyncStats(cursor=stored)
+    with connection() as conn:
+        ensure_staging(conn)
+        _sync_comment_pages(conn, api, desk, start, stored, per_page, stats, on_page)
+    return stats
+
+
+def _sync_comment_pages(
+    conn: psycopg.Connection,
+    api: ZendeskApi,
+    desk: Desk,
+    start: int,
+    stored: int | None,
+    per_page: int,
+    stats: CommentSyncStats,
+    on_page: Callable[[CommentSyncStats], None] | None,
+) -> None:
     while True:
         try:
             page = api.ticket_events(start, per_page)
@@ -331,7 +365,7 @@ def sync_comments(
         events = page.get("ticket_events") or []
         end_time = int(page.get("end_time") or start)
         following = next_events_start(start, end_time, len(events))
-        with connection() as conn:
+        with conn.transaction():
             load_comment_page(
                 conn, desk, events, old_cursor=stored, new_cursor=following, stats=stats
             )
@@ -341,7 +375,6 @@ def sync_comments(
         if page.get("end_of_stream") or following == start:
             break
         start = following
-    return stats
 
 
 def repair_ticket_comments(

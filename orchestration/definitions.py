@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import activities, analytics, feedback
+from assets import activities, analytics, feedback, tickets
 from assets import notifications as email_delivery
-from assets import tickets
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 from sensors import alerts as run_alerts

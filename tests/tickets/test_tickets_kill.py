@@ -76,3 +76,17 @@ def test_killed_sync_resumes_exactly(db, make_desk):
     assert final.returncode == 0, err
     assert out.startswith(f"desk {desk.name}: tickets")
     assert_matches_truth(db, desk, sandbox)
+
+
+def test_two_desks_sync_at_the_same_time_in_two_processes(db, make_desk):
+    fast = RateLimits(export_per_minute=6000, api_per_minute=60000)
+    one = ZendeskSandbox(seed=42, tickets=800, comments_per_ticket=3.0, rate_limits=fast)
+    two = ZendeskSandbox(seed=43, tickets=600, comments_per_ticket=2.0, rate_limits=fast)
+    desk_one = make_desk(one, export_rate=6000, api_rate=60000)
+    desk_two = make_desk(two, export_rate=6000, api_rate=60000, oauth=True)
+    processes = [start_sync(desk_one.name), start_sync(desk_two.name)]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert_matches_truth(db, desk_one, one)
+    assert_matches_truth(db, desk_two, two)

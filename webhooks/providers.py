@@ -69,6 +69,7 @@ def routes(service: WebhookService) -> list[Route]:
         except BaseException:
             await service.run_sync(tokens.release, token)  # so Mailgun's retry is accepted
             raise
+        await service.run_sync(tokens.complete, token)
         return JSONResponse({"queued": queued})
 
     async def sendgrid(request: Request) -> JSONResponse:

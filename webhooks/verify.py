@@ -74,20 +74,39 @@ def verify_mailgun(
 
 
 class MailgunTokenStore:
-    """Tokens already accepted, in `control.mailgun_seen_tokens`: shared by every process."""
+    """Tokens already accepted, in `control.mailgun_seen_tokens`: shared by every process.
 
-    def __init__(self, connection: Callable[[], Any]):
+    `claim` records a token before its events are enqueued and `complete` marks it done after.
+    A claim left incomplete for longer than `stale_after_seconds` belongs to a process that died
+    in between; Mailgun's retry of that request may claim it again, so nothing is lost.
+    """
+
+    def __init__(self, connection: Callable[[], Any], stale_after_seconds: float = 120.0):
         self._connection = connection
+        self._stale_after = stale_after_seconds
 
     def claim(self, token: str) -> bool:
-        """True when the token was not seen before (and is now recorded)."""
+        """True when the token is ours to enqueue: never seen, or an abandoned claim."""
         with self._connection() as conn:
             row = conn.execute(
-                "insert into control.mailgun_seen_tokens (token) values (%s) "
-                "on conflict (token) do nothing returning token",
-                (token,),
+                """
+                insert into control.mailgun_seen_tokens as t (token) values (%s)
+                on conflict (token) do update set seen_at = now()
+                    where t.completed_at is null
+                      and t.seen_at < now() - make_interval(secs => %s)
+                returning token
+                """,
+                (token, self._stale_after),
             ).fetchone()
         return row is not None
+
+    def complete(self, token: str) -> None:
+        """The token's events are enqueued: from now on it is a replay."""
+        with self._connection() as conn:
+            conn.execute(
+                "update control.mailgun_seen_tokens set completed_at = now() where token = %s",
+                (token,),
+            )
 
     def release(self, token: str) -> None:
         """Forget a claimed token whose events could not be enqueued, so the retry is accepted."""

@@ -335,3 +335,25 @@ def test_generator_env_matches_settings(provider_keys):
     settings = Settings.from_env({**provider_keys.env(), "SUPPORTFLOW_HOME": "/tmp/x"})
     assert settings.ses_topic_arns == (provider_keys.ses_topic_arn,)
     assert EmailEventGenerator(provider_keys).keys is provider_keys
+
+
+def test_mailgun_retry_after_a_crash_between_claim_and_enqueue_is_accepted(
+    http, email_tables, generator, tenant, db
+):
+    """A process that died after claiming the token but before enqueueing must not turn
+    Mailgun's retry into a 'replay': the events would be lost."""
+    request = _mailgun(generator, tenant)
+    token = json.loads(request.body)["signature"]["token"]
+    # the dead process's claim: recorded, never completed
+    db.execute("insert into control.mailgun_seen_tokens (token) values (%s)", (token,))
+    in_progress = post(http, request)
+    assert in_progress.status_code == 401  # a claim this fresh may still be enqueueing
+    db.execute(
+        "update control.mailgun_seen_tokens set seen_at = now() - interval '10 minutes' "
+        "where token = %s",
+        (token,),
+    )
+    retried = post(http, request)
+    assert retried.status_code == 200
+    assert len(queued(email_tables)) == 1
+    assert post(http, request).status_code == 401  # completed: now it is a replay

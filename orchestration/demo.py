@@ -239,6 +239,8 @@ def load_dagster(run: DemoRun) -> str:
     from orchestration.definitions import defs
 
     run.instance = run.stack.enter_context(dg.DagsterInstance.get())
+    # one process, many runs: keep a pooled storage connection instead of one per event write
+    run.instance.optimize_for_webserver(statement_timeout=60_000, pool_recycle=3600, max_overflow=4)
     run.defs = defs
     return f"instance {run.settings.dagster_home}, {len(defs.resolve_all_asset_keys())} assets"
 

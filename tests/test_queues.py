@@ -30,21 +30,44 @@ def postgres_queue_backend(pg_queues):
     return pg_queues
 
 
+def _atomic_moto_receive(original):
+    """moto picks and hides messages without a lock, so two concurrent ReceiveMessage calls can
+    get the same message (a moto limitation, not SQS behaviour within a visibility timeout). Each
+    pick is made atomic here; long polling is kept by polling outside the lock."""
+    lock = threading.Lock()
+
+    def receive_message(self, queue_name, count, wait_seconds_timeout, *args, **kwargs):
+        deadline = time.monotonic() + wait_seconds_timeout
+        while True:
+            with lock:
+                got = original(self, queue_name, count, 0, *args, **kwargs)
+            if got or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.05)
+
+    return receive_message
+
+
 @pytest.fixture(scope="session")
 def moto_sqs_endpoint():
     """moto's SQS server on a free loopback port (protocol tests with small queues only)."""
     import socket
 
     from moto.server import ThreadedMotoServer
+    from moto.sqs.models import SQSBackend
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            SQSBackend, "receive_message", _atomic_moto_receive(SQSBackend.receive_message)
+        )
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        yield f"http://127.0.0.1:{port}"
+        server.stop()
 
 
 @pytest.fixture

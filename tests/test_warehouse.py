@@ -67,12 +67,17 @@ def test_secret_key_file_is_created_once_with_mode_0600(tmp_path):
         SecretBox(load_or_create_key(tmp_path / "other")).decrypt(token)
 
 
-def test_two_processes_starting_the_embedded_server_at_once_share_it(tmp_path):
+def test_two_processes_starting_the_embedded_server_at_once_share_it():
     """The UI, the daemon and the CLI may all start on a fresh machine at the same moment."""
+    import shutil
     import subprocess
     import sys
+    import tempfile
+    from pathlib import Path
 
-    home = tmp_path / "fresh-home"
+    # not under tmp_path: pytest resets /tmp/pytest-of-<user> to mode 0700, which locks out the
+    # unprivileged user the embedded server runs as when the tests run as root
+    home = Path(tempfile.mkdtemp(prefix="sf-fresh-home-"))
     env = {**os.environ, "SUPPORTFLOW_HOME": str(home)}
     env.pop("SUPPORTFLOW_DATABASE_URL", None)
     command = [sys.executable, "-m", "orchestration.cli", "db", "url"]
@@ -94,4 +99,5 @@ def test_two_processes_starting_the_embedded_server_at_once_share_it(tmp_path):
             assert {v: n for v, n in rows} == dict.fromkeys((v for v, _ in migration_files()), 1)
     finally:
         stop = subprocess.run([*command[:-1], "stop"], env=env, capture_output=True, text=True)
+        shutil.rmtree(home, ignore_errors=True)
         assert stop.stdout.strip() == "stopped", stop.stderr

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from resources.warehouse import stop_embedded_server
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -59,15 +63,17 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_dev_serves_the_ui_with_the_code_location_loaded_and_definitions_validate(
-    sf_home, db_url, tmp_path
-):
+def test_dev_serves_the_ui_with_the_code_location_loaded_and_definitions_validate(tmp_path):
+    # A home of its own: the daemon starts sensors and schedules that are on by default, and
+    # they must not act on the tables other tests share. (Not under tmp_path: pytest may reset
+    # its root to 0700, locking out the embedded server's own system user.)
+    home = Path(tempfile.mkdtemp(prefix="sf-dev-ui-"))
     port = free_port()
     log = (tmp_path / "dev.log").open("w+")
     proc = subprocess.Popen(
         [str(VENV_BIN / "supportflow"), "dev", "--port", str(port)],
         cwd=ROOT,
-        env={**os.environ, "SUPPORTFLOW_HOME": str(sf_home)},
+        env={**os.environ, "SUPPORTFLOW_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, stopped as a whole below
@@ -115,6 +121,8 @@ def test_dev_serves_the_ui_with_the_code_location_loaded_and_definitions_validat
         log.close()
         if validate.poll() is None:
             validate.kill()
+        stop_embedded_server(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _tail(log) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dagster as dg
 import yaml
 
 from orchestration.settings import Settings
@@ -17,6 +18,13 @@ from resources.warehouse import resolve_dagster_storage_url
 
 # Runs tagged with the same desk never overlap; the global limit keeps two cores usable.
 DESK_TAG = "supportflow/desk"
+# Run statuses that still hold a desk's or a queue's slot.
+IN_PROGRESS_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 LOCAL_MAX_CONCURRENT_RUNS = 4
 
 

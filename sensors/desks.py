@@ -13,17 +13,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from orchestration.instance import DESK_TAG
+from orchestration.instance import DESK_TAG, IN_PROGRESS_STATUSES
 from resources.warehouse import WarehouseResource
 
 DESK_SYNC_JOB = "zendesk_desk_sync"  # defined in assets/tickets.py; referenced by name
 DESK_PARTITIONS = "desks"
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 MIN_STUCK_SECONDS = 1800
 
 
@@ -98,7 +92,7 @@ def desk_sync_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
             continue
         records = instance.get_run_records(
             filters=dg.RunsFilter(
-                job_name=DESK_SYNC_JOB, tags={DESK_TAG: desk.name}, statuses=IN_PROGRESS
+                job_name=DESK_SYNC_JOB, tags={DESK_TAG: desk.name}, statuses=IN_PROGRESS_STATUSES
             ),
             limit=5,
         )

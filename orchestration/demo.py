@@ -531,6 +531,7 @@ def maintenance(run: DemoRun) -> str:
         "activity_retention",
         "notification_retention",
         "desk_freshness_check",
+        "queue_maintenance",
     )
     for job_name in jobs:
         run_job(run, job_name)
@@ -570,7 +571,7 @@ STEPS: list[tuple[str, Callable[[DemoRun], str]]] = [
     ("register the feedback workspace and its sources", register_workspace),
     ("feedback: push over HTTP, pull forum and tickets, enrich", ingest_feedback),
     ("backfill the last 7 days of daily partitions", backfill),
-    ("maintenance: partitions ahead, retention, desk freshness check", maintenance),
+    ("maintenance: partitions ahead, retention, freshness check, queue ledger", maintenance),
     ("dbt build: staging views, analytics marts, tests", build_marts),
 ]
 

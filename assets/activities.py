@@ -203,6 +203,7 @@ activity_partition_maintenance_schedule = dg.ScheduleDefinition(
     job=activity_partition_maintenance_job,
     cron_schedule="15 * * * *",
     execution_timezone="UTC",
+    description="Create the coming days' partitions of raw.activities, every hour.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 activity_retention_schedule = dg.ScheduleDefinition(
@@ -210,6 +211,7 @@ activity_retention_schedule = dg.ScheduleDefinition(
     job=activity_retention_job,
     cron_schedule="30 3 * * *",
     execution_timezone="UTC",
+    description="Drop raw.activities partitions past the retention period, nightly.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
@@ -279,12 +281,16 @@ def activity_export(
 
 
 activity_export_job = dg.define_asset_job(
-    "activity_export_daily", selection=[activity_export], partitions_def=activity_export_partitions
+    "activity_export_daily",
+    selection=[activity_export],
+    partitions_def=activity_export_partitions,
+    description="Write one day's activity export files (Parquet and CSV) per tenant.",
 )
 # 01:00 UTC, for yesterday: an hour for yesterday's late events to arrive first.
 activity_export_schedule = dg.build_schedule_from_partitioned_job(
     activity_export_job,
     name="activity_export_daily_schedule",
+    description="Export yesterday's activities at 01:00 UTC.",
     hour_of_day=1,
     minute_of_hour=0,
     default_status=dg.DefaultScheduleStatus.RUNNING,

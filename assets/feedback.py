@@ -201,6 +201,20 @@ def feedback_items(
     deps=[feedback_items],
     description="Language (py3langid), sentiment (VADER or a per-tenant classifier when it "
     "beats VADER held out) and topics (TF-IDF + NMF per workspace) on raw.feedback_items.",
+    metadata={
+        "dagster/table_name": "raw.feedback_items",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("language", "text", description="detected language code"),
+                dg.TableColumn("language_score", "double precision"),
+                dg.TableColumn("sentiment_label", "text", description="positive|neutral|negative"),
+                dg.TableColumn("sentiment_score", "double precision", description="-1 .. 1"),
+                dg.TableColumn("sentiment_model", "text", description="engine that scored it"),
+                dg.TableColumn("topics", "jsonb", description="topic labels"),
+                dg.TableColumn("enriched_hash", "text", description="content hash enriched"),
+            ]
+        ),
+    },
 )
 def feedback_enrichment(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -276,6 +290,7 @@ feedback_pull_schedule = dg.ScheduleDefinition(
 insight_reports_schedule = dg.build_schedule_from_partitioned_job(
     insight_reports_job,
     name="insight_reports_schedule",
+    description="Write yesterday's feedback insight reports at 00:40 UTC.",
     hour_of_day=0,
     minute_of_hour=40,
     default_status=dg.DefaultScheduleStatus.RUNNING,

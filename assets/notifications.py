@@ -429,7 +429,10 @@ def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
         description=f"Drain queue email_events.{config.pod}: apply delivery receipts.",
     )
     stats_job = dg.define_asset_job(
-        TEMPLATE_STATS_JOB, selection=["template_stats"], partitions_def=partitions
+        TEMPLATE_STATS_JOB,
+        selection=["template_stats"],
+        partitions_def=partitions,
+        description="Recompute analytics.template_stats_daily for the selected days.",
     )
     return dg.Definitions(
         assets=[notifications, delivery_events, template_stats],
@@ -448,6 +451,7 @@ def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
                 job=notification_retention_job,
                 cron_schedule="40 0 * * *",
                 execution_timezone=config.timezone,
+                description="Archive notifications past retention without personal data, nightly.",
                 default_status=dg.DefaultScheduleStatus.RUNNING,
             ),
         ],

@@ -329,6 +329,7 @@ desk_freshness_job = dg.define_asset_job(
 desk_freshness_schedule = dg.ScheduleDefinition(
     job=desk_freshness_job,
     cron_schedule="*/10 * * * *",
+    description="Check every 10 minutes that each active desk synced recently.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 

@@ -1,0 +1,96 @@
+"""What an operator sees in the Dagster UI, checked for every domain: assets in their domain's
+group with a description, owners and kinds; partitioned assets backfillable; jobs, schedules and
+sensors named and described, on by default."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+DOMAIN_GROUPS = {"tickets", "activities", "email_delivery", "feedback", "analytics"}
+
+
+@pytest.fixture(scope="module")
+def defs():
+    from orchestration.definitions import defs
+
+    return defs
+
+
+@pytest.fixture(scope="module")
+def asset_nodes(defs):
+    graph = defs.resolve_asset_graph()
+    return {key: graph.get(key) for key in graph.get_all_asset_keys()}
+
+
+def test_every_asset_is_in_a_domain_group_described_owned_and_kinded(asset_nodes):
+    problems = []
+    for key, node in asset_nodes.items():
+        name = key.to_user_string()
+        if node.group_name not in DOMAIN_GROUPS:
+            problems.append(f"{name}: group {node.group_name!r}")
+        if not (node.description or "").strip():
+            problems.append(f"{name}: no description")
+        if not node.owners:
+            problems.append(f"{name}: no owners")
+        if not node.kinds:
+            problems.append(f"{name}: no kinds")
+    assert problems == []
+
+
+def test_every_table_asset_shows_its_columns(asset_nodes):
+    missing = [
+        key.to_user_string()
+        for key, node in asset_nodes.items()
+        if node.is_materializable
+        and "postgres" in node.kinds
+        and "dagster/column_schema" not in (node.metadata or {})
+        and key.path[0] != "staging"  # dbt staging views mirror the raw tables' columns
+    ]
+    assert missing == []
+
+
+def test_the_raw_tables_feed_the_marts(asset_nodes):
+    raw = {
+        "zendesk_tickets",
+        "zendesk_users",
+        "zendesk_ticket_comments",
+        "activities",
+        "notifications",
+        "delivery_events",
+        "feedback_items",
+    }
+    for name in raw:
+        node = asset_nodes[dg.AssetKey(name)]
+        assert node.is_materializable, f"{name} is not produced by a domain asset"
+        assert any(child.path[0] == "staging" for child in node.child_keys), name
+
+
+def test_time_partitioned_assets_are_filled_by_a_schedule(defs, asset_nodes):
+    """Backfills are for the past; a schedule keeps the new partitions coming."""
+    scheduled = set()
+    for schedule in defs.schedules or []:
+        job = defs.resolve_job_def(defs.resolve_schedule_def(schedule.name).job_name)
+        scheduled |= set(job.asset_layer.selected_asset_keys)
+    for key, node in asset_nodes.items():
+        if isinstance(node.partitions_def, dg.TimeWindowPartitionsDefinition):
+            assert key in scheduled, f"{key.to_user_string()} has no schedule"
+
+
+def test_jobs_schedules_and_sensors_are_described(defs):
+    problems = []
+    for job in defs.resolve_all_job_defs():
+        if not job.name.startswith("__") and not (job.description or "").strip():
+            problems.append(f"job {job.name}: no description")
+    for schedule in defs.schedules or []:
+        schedule = defs.resolve_schedule_def(schedule.name)
+        if not (schedule.description or "").strip():
+            problems.append(f"schedule {schedule.name}: no description")
+        if schedule.default_status != dg.DefaultScheduleStatus.RUNNING:
+            problems.append(f"schedule {schedule.name}: off by default")
+    for sensor in defs.sensors or []:
+        if not (sensor.description or "").strip():
+            problems.append(f"sensor {sensor.name}: no description")
+        if sensor.default_status != dg.DefaultSensorStatus.RUNNING:
+            problems.append(f"sensor {sensor.name}: off by default")
+    assert problems == []

@@ -126,6 +126,7 @@ def _parse_all(messages: list[Message], parse) -> tuple[list, list[Message], dic
         "its current delivery status. Orphan receipts that arrived first are adopted here."
     ),
     metadata={
+        "dagster/table_name": "raw.notifications",
         "dagster/column_schema": _column_schema(
             ("notification_id", "text", "id from the helpdesk"),
             ("tenant_id", "text", ""),
@@ -137,7 +138,7 @@ def _parse_all(messages: list[Message], parse) -> tuple[list, list[Message], dic
             ("status", "text", "sending, pending, delivered, *-failure"),
             ("sent_at", "timestamptz", ""),
             ("status_updated_at", "timestamptz", ""),
-        )
+        ),
     },
 )
 def notifications(
@@ -187,6 +188,7 @@ def notifications(
         "on the ticket timeline. Receipts whose notification never came are kept as orphans."
     ),
     metadata={
+        "dagster/table_name": "raw.delivery_events",
         "dagster/column_schema": _column_schema(
             ("provider", "text", ""),
             ("provider_event_id", "text", "unique per provider"),
@@ -199,7 +201,7 @@ def notifications(
             ("status_applied", "text", "the status this event set, if any"),
             ("orphan", "boolean", ""),
             ("payload", "jsonb", "the event as the provider sent it"),
-        )
+        ),
     },
 )
 def delivery_events(
@@ -342,13 +344,14 @@ def _template_stats_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
             "so duplicates cannot inflate them; re-materializing a day gives the same rows."
         ),
         metadata={
+            "dagster/table_name": "analytics.template_stats_daily",
             "dagster/column_schema": _column_schema(
                 ("day", "date", "the day the notification was sent, in the configured zone"),
                 ("tenant_id", "text", ""),
                 ("template_id", "text", ""),
                 ("status", "text", "current status"),
                 ("notification_count", "integer", ""),
-            )
+            ),
         },
     )
     def template_stats(

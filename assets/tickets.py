@@ -126,7 +126,10 @@ def _request_metadata(api: ZendeskApi) -> dict:
             group_name="tickets",
             owners=OWNERS,
             kinds={"postgres", "python"},
-            metadata={"dagster/column_schema": TICKET_SCHEMA, "table": "raw.zendesk_tickets"},
+            metadata={
+                "dagster/column_schema": TICKET_SCHEMA,
+                "dagster/table_name": "raw.zendesk_tickets",
+            },
         ),
         dg.AssetSpec(
             "zendesk_users",
@@ -134,7 +137,10 @@ def _request_metadata(api: ZendeskApi) -> dict:
             group_name="tickets",
             owners=OWNERS,
             kinds={"postgres", "python"},
-            metadata={"dagster/column_schema": USER_SCHEMA, "table": "raw.zendesk_users"},
+            metadata={
+                "dagster/column_schema": USER_SCHEMA,
+                "dagster/table_name": "raw.zendesk_users",
+            },
         ),
     ],
     partitions_def=DESK_PARTITIONS,
@@ -216,7 +222,7 @@ def zendesk_tickets(
     "incremental ticket events export with comment events.",
     metadata={
         "dagster/column_schema": COMMENT_SCHEMA,
-        "table": "raw.zendesk_ticket_comments",
+        "dagster/table_name": "raw.zendesk_ticket_comments",
     },
     check_specs=[
         dg.AssetCheckSpec(

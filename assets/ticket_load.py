@@ -44,7 +44,7 @@ STAGING_DDL = {
         requester_id bigint, req_name text, req_email text, assignee_id bigint,
         assignee_name text, group_id bigint, group_name text, organization_id bigint,
         created_at timestamptz, updated_at timestamptz, generated_ts bigint,
-        solved_at timestamptz, raw_data jsonb""",
+        solved_at timestamptz, raw_data jsonb, metric_set jsonb""",
     "zendesk_users_stage": """
         user_id bigint, name text, email text, role text, external_id text,
         updated_at timestamptz, raw_data jsonb""",
@@ -60,11 +60,11 @@ UPSERT_TICKETS = """
 insert into raw.zendesk_tickets as t (
     desk_id, tenant_id, ticket_id, status, subject, priority, ticket_type, requester_id,
     req_name, req_email, assignee_id, assignee_name, group_id, group_name, organization_id,
-    created_at, updated_at, generated_at, solved_at, is_deleted, raw_data)
+    created_at, updated_at, generated_at, solved_at, is_deleted, raw_data, metric_set)
 select %(desk_id)s::bigint, %(tenant_id)s::text, ticket_id, status, subject, priority,
     ticket_type, requester_id, req_name, req_email, assignee_id, assignee_name, group_id,
     group_name, organization_id, created_at, updated_at, to_timestamp(generated_ts), solved_at,
-    coalesce(status = 'deleted', false), raw_data
+    coalesce(status = 'deleted', false), raw_data, metric_set
 from zendesk_tickets_stage
 on conflict (desk_id, ticket_id) do update set
     status = excluded.status, subject = excluded.subject, priority = excluded.priority,
@@ -75,7 +75,8 @@ on conflict (desk_id, ticket_id) do update set
     organization_id = excluded.organization_id, created_at = excluded.created_at,
     updated_at = excluded.updated_at, generated_at = excluded.generated_at,
     solved_at = excluded.solved_at, is_deleted = excluded.is_deleted,
-    raw_data = excluded.raw_data, synced_at = now()
+    raw_data = excluded.raw_data,
+    metric_set = coalesce(excluded.metric_set, t.metric_set), synced_at = now()
 where (t.generated_at, coalesce(t.updated_at, '-infinity'))
    <= (excluded.generated_at, coalesce(excluded.updated_at, '-infinity'))
 returning (xmax = 0) as inserted, is_deleted

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from resources.zendesk import TicketPage
+from resources.zendesk import MetricSet, TicketPage
 
 TICKET_COLUMNS = (
     "ticket_id",
@@ -35,6 +35,7 @@ TICKET_COLUMNS = (
     "generated_ts",
     "solved_at",
     "raw_data",
+    "metric_set",
 )
 USER_COLUMNS = ("user_id", "name", "email", "role", "external_id", "updated_at", "raw_data")
 GROUP_COLUMNS = ("group_id", "name", "updated_at", "raw_data")
@@ -82,6 +83,7 @@ class GroupFields(msgspec.Struct):
 
 
 _ticket_fields = msgspec.json.Decoder(TicketFields).decode
+_metric_fields = msgspec.json.Decoder(MetricSet).decode
 _user_fields = msgspec.json.Decoder(UserFields).decode
 _group_fields = msgspec.json.Decoder(GroupFields).decode
 
@@ -131,7 +133,10 @@ def ticket_rows(page: TicketPage, users: dict[int, tuple[UserFields, Any]] | Non
     taken from the page's sideloads and solved_at from its metric sets."""
     users = page_users(page) if users is None else users
     groups = {g.id: g.name for g in map(_group_fields, page.groups)}
-    solved = {m.ticket_id: m.solved_at for m in page.metric_sets}
+    metrics = {}
+    for raw_metrics in page.metric_sets:
+        fields = _metric_fields(raw_metrics)
+        metrics[fields.ticket_id] = (fields.solved_at, raw_text(raw_metrics))
     tickets = [(_ticket_fields(raw), raw) for raw in page.tickets]
     if len({fields.id for fields, _ in tickets}) != len(tickets):
         tickets = latest_tickets(tickets)
@@ -158,8 +163,9 @@ def ticket_rows(page: TicketPage, users: dict[int, tuple[UserFields, Any]] | Non
                 t.created_at,
                 t.updated_at,
                 t.generated_timestamp,
-                solved.get(t.id),
+                metrics.get(t.id, (None, None))[0],
                 raw_text(raw),
+                metrics.get(t.id, (None, None))[1],
             )
         )
     return rows

@@ -50,7 +50,7 @@ class TicketPage(msgspec.Struct):
     tickets: list[msgspec.Raw] = []
     users: list[msgspec.Raw] = []
     groups: list[msgspec.Raw] = []
-    metric_sets: list[MetricSet] = []
+    metric_sets: list[msgspec.Raw] = []  # kept whole for raw.zendesk_tickets.metric_set
     after_cursor: str | None = None
     after_url: str | None = None
     end_of_stream: bool = False

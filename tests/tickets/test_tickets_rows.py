@@ -88,6 +88,10 @@ def test_ticket_rows_take_names_from_sideloads_and_keep_the_exact_object():
     assert values["solved_at"] == "2026-01-01T00:00:00Z"
     assert values["generated_ts"] == 1700000000 and values["subject"] == "Grüße 🎉"
     assert values["raw_data"] == orjson.dumps(raw).decode()
+    assert orjson.loads(values["metric_set"]) == {
+        "ticket_id": 7,
+        "solved_at": "2026-01-01T00:00:00Z",
+    }
 
 
 def test_ticket_rows_without_sideloads_leave_names_empty():

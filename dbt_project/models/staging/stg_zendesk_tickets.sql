@@ -1,6 +1,6 @@
 -- One row per (desk, ticket) as last exported, with the metric set and satisfaction pulled out of
--- raw_data. Zendesk sideloads `metric_sets` separately; the collector keeps each ticket's one
--- under raw_data -> 'metric_set' (older rows may carry it as 'metric_sets' -> 0).
+-- raw_data. Zendesk sideloads `metric_sets` separately; the collector keeps each ticket's one in
+-- the column metric_set (rows written another way may carry it in raw_data).
 with tickets as (
     select * from {{ source('raw', 'zendesk_tickets') }}
 ),
@@ -8,7 +8,8 @@ with tickets as (
 metrics as (
     select
         t.*,
-        coalesce(t.raw_data -> 'metric_set', t.raw_data -> 'metric_sets' -> 0) as metric_set
+        coalesce(t.metric_set, t.raw_data -> 'metric_set', t.raw_data -> 'metric_sets' -> 0)
+            as ticket_metrics
     from tickets as t
 )
 
@@ -30,15 +31,15 @@ select
     organization_id,
     created_at,
     updated_at,
-    coalesce(solved_at, (metric_set ->> 'solved_at')::timestamptz) as solved_at,
+    coalesce(solved_at, (ticket_metrics ->> 'solved_at')::timestamptz) as solved_at,
     coalesce(is_deleted, false) or status = 'deleted' as is_deleted,
-    (metric_set -> 'reply_time_in_minutes' ->> 'calendar')::integer as first_reply_minutes,
-    (metric_set -> 'reply_time_in_minutes' ->> 'business')::integer as first_reply_business_minutes,
-    (metric_set -> 'full_resolution_time_in_minutes' ->> 'calendar')::integer
+    (ticket_metrics -> 'reply_time_in_minutes' ->> 'calendar')::integer as first_reply_minutes,
+    (ticket_metrics -> 'reply_time_in_minutes' ->> 'business')::integer as first_reply_business_minutes,
+    (ticket_metrics -> 'full_resolution_time_in_minutes' ->> 'calendar')::integer
         as full_resolution_minutes,
-    (metric_set -> 'full_resolution_time_in_minutes' ->> 'business')::integer
+    (ticket_metrics -> 'full_resolution_time_in_minutes' ->> 'business')::integer
         as full_resolution_business_minutes,
-    (metric_set ->> 'replies')::integer as replies,
-    (metric_set ->> 'reopens')::integer as reopens,
+    (ticket_metrics ->> 'replies')::integer as replies,
+    (ticket_metrics ->> 'reopens')::integer as reopens,
     nullif(raw_data -> 'satisfaction_rating' ->> 'score', '') as satisfaction_score
 from metrics

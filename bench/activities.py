@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from assets.activity_export_files import day_bounds, export_copy_query, export_day  # noqa: E402
-from assets.activity_store import IngestTally, activity_batch_applier  # noqa: E402
-from orchestration.runtime import build_resources, warehouse_url  # noqa: E402
-from orchestration.settings import Settings  # noqa: E402
+from assets.activities.export import day_bounds, export_copy_query, export_day  # noqa: E402
+from assets.activities.store import IngestTally, activity_batch_applier  # noqa: E402
 from resources.queues import drain  # noqa: E402
+from resources.runtime import build_resources, warehouse_url  # noqa: E402
+from resources.settings import Settings  # noqa: E402
 from resources.storage import ExportStorage  # noqa: E402
 from resources.warehouse import close_pools, stop_embedded_server  # noqa: E402
 

@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assets.feedback_enrichment import TOPIC_FIT_ITEMS, detect_languages, fit_topics  # noqa: E402
-from assets.feedback_sources.base import SourceRef  # noqa: E402
-from assets.feedback_sources.discourse import post_to_item  # noqa: E402
-from assets.sentiment import evaluate, score_texts  # noqa: E402
-from assets.sentiment.tfidf_logreg import TfidfLogRegEngine  # noqa: E402
-from assets.sentiment.vader import VaderEngine  # noqa: E402
+from assets.feedback.enrichment import TOPIC_FIT_ITEMS, detect_languages, fit_topics  # noqa: E402
+from assets.feedback.sentiment import evaluate, score_texts  # noqa: E402
+from assets.feedback.sentiment.tfidf_logreg import TfidfLogRegEngine  # noqa: E402
+from assets.feedback.sentiment.vader import VaderEngine  # noqa: E402
+from assets.feedback.sources.base import SourceRef  # noqa: E402
+from assets.feedback.sources.discourse import post_to_item  # noqa: E402
 from sandbox.feedback_text import feedback_text, rated_tickets, username  # noqa: E402
 
 
@@ -98,10 +98,10 @@ def run_db(posts: list[dict]) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="sf-bench-feedback-"))
     os.environ["SUPPORTFLOW_HOME"] = str(home)
     os.environ.pop("SUPPORTFLOW_DATABASE_URL", None)
-    from assets.feedback_enrichment import enrich
-    from assets.feedback_store import add_source, create_workspace, upsert_items
-    from orchestration.runtime import build_resources, warehouse_url
-    from orchestration.settings import Settings
+    from assets.feedback.enrichment import enrich
+    from assets.feedback.store import add_source, create_workspace, upsert_items
+    from resources.runtime import build_resources, warehouse_url
+    from resources.settings import Settings
     from resources.warehouse import close_pools, stop_embedded_server
 
     settings = Settings.from_env()

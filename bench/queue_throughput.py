@@ -22,7 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resources.queues import PostgresQueues  # noqa: E402
-from resources.warehouse import close_pools, ensure_ready, stop_embedded_server  # noqa: E402
+from resources.warehouse import (  # noqa: E402
+    WarehouseResource,
+    close_pools,
+    ensure_ready,
+    stop_embedded_server,
+)  # noqa: E402
 
 QUEUE = "activities"
 
@@ -87,7 +92,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="sf-bench-"))
     try:
         url = ensure_ready(None, home)
-        queues = PostgresQueues(database_url=url, home=str(home))
+        queues = PostgresQueues(warehouse=WarehouseResource(database_url=url, home=str(home)))
         bodies = make_bodies(args.messages)
         avg_bytes = statistics.mean(len(json.dumps(b)) for b in bodies[:1000])
         print(

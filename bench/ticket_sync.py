@@ -48,7 +48,7 @@ def raw_copy(url: str, definition: str, rows: list[tuple]) -> float:
     import psycopg
     from psycopg import sql
 
-    from assets.ticket_load import copy_rows
+    from assets.tickets.store import copy_rows
 
     with psycopg.connect(url) as conn:
         conn.execute("drop table if exists bench_ticket_copy")
@@ -120,12 +120,12 @@ def main() -> None:
 def run(home: Path, base_url: str, sandbox: subprocess.Popen, args: argparse.Namespace) -> None:
     import psycopg
 
-    from assets.desks import add_desk, get_desk
-    from assets.ticket_load import STAGING_DDL, sync_comments, sync_tickets
-    from assets.ticket_rows import ticket_rows
-    from orchestration.runtime import build_resources, warehouse_url
-    from orchestration.settings import Settings
+    from assets.tickets.desks import add_desk, get_desk
+    from assets.tickets.rules import ticket_rows
+    from assets.tickets.store import STAGING_DDL, sync_comments, sync_tickets
+    from resources.runtime import build_resources, warehouse_url
     from resources.secrets import SecretBox
+    from resources.settings import Settings
     from resources.zendesk import Credentials, ZendeskApi
     from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN
 

@@ -94,10 +94,10 @@ def main() -> None:
     import dagster as dg
     import psycopg
 
-    from assets.notification_store import parse_sent_notification, store_sent_notifications
-    from assets.notifications import EmailDelivery, delivery_events
-    from orchestration.runtime import build_resources, warehouse_url
-    from orchestration.settings import Settings
+    from assets.email.defs import EmailDelivery, delivery_events
+    from assets.email.store import parse_sent_notification, store_sent_notifications
+    from resources.runtime import build_resources, warehouse_url
+    from resources.settings import Settings
     from resources.warehouse import close_pools, stop_embedded_server
     from sandbox.email_events import EmailEventGenerator, ProviderKeys
     from webhooks.app import WebhookService, create_app, serve_in_thread

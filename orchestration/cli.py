@@ -1,43 +1,29 @@
 """The `supportflow` command line.
 
-Each domain keeps its commands in `orchestration/commands/<domain>.py` and registers them in
-`COMMAND_MODULES`. Bad input gets one line on stderr and exit code 2; nothing half-written.
+Each domain keeps its commands in `orchestration/commands/<domain>.py`, registered below. Bad
+input gets one line on stderr and exit code 2; nothing half-written.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from orchestration.settings import ConfigError, Settings
-
-# Domain command modules; each exposes `register(cli: click.Group) -> None`.
-COMMAND_MODULES: list[str] = [
-    "orchestration.commands.demo",
-    "orchestration.commands.activities",
-    "orchestration.commands.webhooks",
-    "orchestration.commands.notifications",
-    "orchestration.commands.sandbox",
-    "orchestration.commands.tickets",
-    "orchestration.commands.feedback",
-]
-
-
-class UserError(click.ClickException):
-    """A problem with what the user asked for: one line, exit 2."""
-
-    exit_code = 2
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        raise UserError(str(exc)) from exc
+from orchestration.commands import (
+    UserError,
+    activities,
+    demo,
+    email,
+    feedback,
+    load_settings,
+    sandbox,
+    tickets,
+    webhooks,
+)
+from resources.settings import ConfigError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,7 +43,7 @@ def db() -> None:
 def db_up() -> None:
     """Start the embedded server if needed, migrate, write the Dagster instance; print the URL."""
     from orchestration.instance import write_instance
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     settings = load_settings()
     url = warehouse_url(settings)
@@ -68,7 +54,7 @@ def db_up() -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the warehouse URL (starting the embedded server if needed)."""
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     click.echo(warehouse_url(load_settings()))
 
@@ -118,8 +104,8 @@ def read_jsonl(path: Path) -> list[dict]:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def queue_send(queue_name: str, file: Path) -> None:
     """Publish FILE.jsonl (one JSON object a line) to QUEUE."""
-    from orchestration.runtime import make_queues, warehouse_url
     from resources.queues import QueueError, validate_queue_name
+    from resources.runtime import make_queues, warehouse_url
 
     try:
         validate_queue_name(queue_name)
@@ -136,7 +122,7 @@ def queue_send(queue_name: str, file: Path) -> None:
 @queue.command("stats")
 def queue_stats() -> None:
     """Depth, in flight, delayed and dead-lettered messages per queue."""
-    from orchestration.runtime import make_queues, warehouse_url
+    from resources.runtime import make_queues, warehouse_url
 
     settings = load_settings()
     if settings.queue_backend == "postgres":
@@ -160,7 +146,7 @@ def dev(port: int, host: str) -> None:
     import os
 
     from orchestration.instance import write_instance
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     settings = load_settings()
     warehouse_url(settings)
@@ -183,8 +169,8 @@ def dev(port: int, host: str) -> None:
 
 
 def _register_domains() -> None:
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(cli)
+    for commands in (demo, activities, webhooks, email, sandbox, tickets, feedback):
+        commands.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,25 +1,36 @@
-"""The supportflow code location: assembles each domain's definitions and the shared resources."""
+"""The supportflow code location: every domain's definitions and the platform's resources."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets import activities, analytics, feedback, tickets
-from assets import notifications as email_delivery
+from assets.activities import defs as activities
+from assets.analytics import defs as analytics
+from assets.email import defs as email
+from assets.feedback import defs as feedback
+from assets.tickets import defs as tickets
 from orchestration import maintenance
-from orchestration.runtime import build_resources
-from orchestration.settings import Settings
+from resources.runtime import build_resources
+from resources.settings import Settings
+from sensors import activities as activity_sensors
 from sensors import alerts as run_alerts
+from sensors import email as email_sensors
+from sensors import feedback as feedback_sensors
+from sensors import tickets as ticket_sensors
 
 settings = Settings.from_env()
 
 defs = dg.Definitions.merge(
     dg.Definitions(resources=build_resources(settings)),
-    analytics.defs,
-    activities.defs,
-    email_delivery.defs,
-    feedback.defs,
     tickets.defs,
+    ticket_sensors.defs,
+    activities.build_defs(settings),
+    activity_sensors.defs,
+    email.build_defs(email.EmailDeliverySettings.from_settings(settings)),
+    email_sensors.build_defs(settings.pod),
+    feedback.defs,
+    feedback_sensors.defs,
+    analytics.defs,
     run_alerts.defs,
     maintenance.defs,
 )

@@ -11,7 +11,6 @@ themselves never write a row twice, so running the demo again leaves the same ta
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import time
 import warnings
@@ -24,7 +23,7 @@ from typing import Any
 
 import click
 
-from orchestration.settings import Settings
+from resources.settings import Settings, set_process_environ
 
 DEMO_TENANT = "demo"
 DEMO_DESK = "demo-desk"
@@ -188,10 +187,10 @@ def tick_sensor(run: DemoRun, sensor_name: str) -> list[str]:
     import dagster as dg
 
     sensor = run.defs.resolve_sensor_def(sensor_name)
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=run.instance, resources=run.defs.resources, definitions=run.defs
-    )
-    outcome = sensor(context)
+    ) as context:
+        outcome = sensor(context)
     if isinstance(outcome, dg.SensorResult):
         items = list(outcome.run_requests or [])
         for request in outcome.dynamic_partitions_requests or []:
@@ -226,7 +225,7 @@ def tick_sensor(run: DemoRun, sensor_name: str) -> list[str]:
 
 def start_warehouse(run: DemoRun) -> str:
     from orchestration.instance import write_instance
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     run.database_url = warehouse_url(run.settings)
     write_instance(run.settings)
@@ -288,7 +287,7 @@ def start_webhooks(run: DemoRun) -> str:
     from webhooks.app import build_service, create_app, serve_in_thread
 
     keys = ProviderKeys.generate()
-    os.environ.update(keys.env())
+    set_process_environ(keys.env())
     settings = Settings.from_env()
     service = build_service(settings)
 
@@ -310,7 +309,7 @@ def _connection(run: DemoRun):
 
 
 def register_desk(run: DemoRun) -> str:
-    from assets.desks import DeskError, add_desk, get_desk
+    from assets.tickets.desks import DeskError, add_desk, get_desk
     from resources.secrets import SecretBox
     from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN
 
@@ -340,7 +339,7 @@ def register_desk(run: DemoRun) -> str:
 
 
 def sync_desk(run: DemoRun) -> str:
-    from orchestration.instance import DESK_TAG
+    from assets.tickets.rules import DESK_TAG
 
     launched = tick_sensor(run, "desk_sync_sensor")
     how = "desk_sync_sensor launched the sync"
@@ -428,9 +427,9 @@ def demo_feedback(today: date, count: int = DEMO_PUSHED_FEEDBACK) -> list[dict]:
 def register_workspace(run: DemoRun) -> str:
     """Workspace `demo` with a Discourse forum (the sandbox), the demo desk's tickets and a
     webhook; the webhook's bearer token is issued afresh for this run (only its hash is kept)."""
-    from assets.feedback_sources import source_kind
-    from assets.feedback_sources.base import SourceRef
-    from assets.feedback_store import (
+    from assets.feedback.rules import SourceRef
+    from assets.feedback.sources import source_kind
+    from assets.feedback.store import (
         WorkspaceError,
         add_source,
         create_workspace,

@@ -7,24 +7,16 @@ coordinator so per-desk tag limits hold locally as they do in production.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import dagster as dg
 import yaml
 
-from orchestration.settings import Settings
+from assets.tickets.rules import DESK_TAG
+from resources.queues import QUEUE_TAG
+from resources.settings import Settings, set_process_environ
 from resources.warehouse import resolve_dagster_storage_url
 
-# Runs tagged with the same desk never overlap; the global limit keeps two cores usable.
-DESK_TAG = "supportflow/desk"
-# Run statuses that still hold a desk's or a queue's slot.
-IN_PROGRESS_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
+# The global limit keeps two cores usable; desks and queues get one run at a time each.
 LOCAL_MAX_CONCURRENT_RUNS = 4
 
 
@@ -48,7 +40,7 @@ def instance_config(storage_url: str) -> dict:
                 "tag_concurrency_limits": [
                     {"key": DESK_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
                     {
-                        "key": "supportflow/queue",
+                        "key": QUEUE_TAG,
                         "value": {"applyLimitPerUniqueValue": True},
                         "limit": 1,
                     },
@@ -72,5 +64,5 @@ def write_instance(settings: Settings) -> Path:
         tmp = target.with_suffix(".yaml.tmp")
         tmp.write_text(text)
         tmp.replace(target)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    set_process_environ({"DAGSTER_HOME": str(dagster_home)})
     return target

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from psycopg.types.json import Jsonb
 
-from resources.warehouse import get_pool, resolve_database_url
+from resources.warehouse import WarehouseResource
 
 log = logging.getLogger("supportflow.alerts")
 
 
 class AlertsResource(dg.ConfigurableResource):
-    database_url: str = ""
-    home: str = ".supportflow"
+    warehouse: WarehouseResource
     sns_topic_arn: str = ""
     aws_endpoint_url: str = ""
 
@@ -34,8 +32,7 @@ class AlertsResource(dg.ConfigurableResource):
         log.error(
             "ALERT [%s] %s: %s %s", severity, source, summary, json.dumps(details, default=str)
         )
-        url = resolve_database_url(self.database_url or None, Path(self.home))
-        with get_pool(url).connection() as conn:
+        with self.warehouse.connection() as conn:
             conn.execute(
                 "insert into control.alerts (severity, source, summary, details) "
                 "values (%s, %s, %s, %s)",
@@ -60,8 +57,7 @@ class AlertsResource(dg.ConfigurableResource):
         return boto3.client("sns", endpoint_url=self.aws_endpoint_url or None)
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        url = resolve_database_url(self.database_url or None, Path(self.home))
-        with get_pool(url).connection() as conn:
+        with self.warehouse.connection() as conn:
             rows = conn.execute(
                 "select raised_at, severity, source, summary, details from control.alerts "
                 "order by alert_id desc limit %s",

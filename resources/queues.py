@@ -23,13 +23,12 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from psycopg.types.json import Jsonb
 
-from resources.warehouse import get_pool, resolve_database_url
+from resources.warehouse import WarehouseResource, get_pool
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,17 @@ MAX_RECEIVES = 5
 MAX_RETRY_DELAY_SECONDS = 300
 # Providers and producers re-deliver within hours; two weeks of acknowledged ids is ample.
 ACK_LEDGER_DAYS = 14
-QUEUE_NAMES = ("activities", "activity_deletes", "email_sent", "email_events", "feedback")
+QUEUE_NAMES = (
+    "activities",
+    "activity_deletes",
+    "email_sent",
+    "email_events",
+    "feedback",
+    "messages",
+    "conversation_events",
+)
+# Drain runs are tagged with their queue: one at a time per queue (sensors, run coordinator).
+QUEUE_TAG = "supportflow/queue"
 # The id fields that make a message idempotent, in order of preference.
 IDEMPOTENCY_KEYS = ("activity_id", "notification_id", "event_id", "item_id", "message_id")
 
@@ -145,11 +154,10 @@ class QueueResource(dg.ConfigurableResource):
 class PostgresQueues(QueueResource):
     """Queues as tables in the warehouse (`control.queue_*`)."""
 
-    database_url: str = ""
-    home: str = ".supportflow"
+    warehouse: WarehouseResource
 
     def _pool(self):
-        return get_pool(resolve_database_url(self.database_url or None, Path(self.home)))
+        return get_pool(self.warehouse.url)
 
     def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
         validate_queue_name(queue)

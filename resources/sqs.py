@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from resources.queues import (
@@ -37,7 +36,7 @@ from resources.queues import (
     dedup_id_for,
     validate_queue_name,
 )
-from resources.warehouse import get_pool, resolve_database_url
+from resources.warehouse import WarehouseResource, get_pool
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +87,12 @@ def _attr(value: str) -> dict[str, str]:
 
 
 class SqsQueues(QueueResource):
-    """Queues on Amazon SQS. `database_url`/`home` locate the warehouse holding the ack ledger."""
+    """Queues on Amazon SQS; the ack ledger stays in the warehouse (`warehouse`)."""
 
     prefix: str = "supportflow-"
     endpoint_url: str = ""
     region_name: str = ""
-    database_url: str = ""
-    home: str = ".supportflow"
+    warehouse: WarehouseResource
     wait_time_seconds: int = 10  # long polling: an empty receive waits this long for a message
 
     # --- plumbing ----------------------------------------------------------------------------
@@ -123,7 +121,7 @@ class SqsQueues(QueueResource):
             return client
 
     def _ledger_pool(self):
-        return get_pool(resolve_database_url(self.database_url or None, Path(self.home)))
+        return get_pool(self.warehouse.url)
 
     def _queue_url(self, queue: str) -> str:
         """The URL of `queue`, creating it and its dead-letter queue on first use."""

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from sandbox.feedback_text import feedback_text, username
+from sandbox.feedback_text import NEW_TOPICS, TOPICS, feedback_text, username
 
 PAGE_SIZE = 50
 FIRST_POST_ID = 870_000
@@ -205,8 +205,6 @@ class DiscourseForum:
 
 
 def _themes() -> list[str]:
-    from sandbox.feedback_text import NEW_TOPICS, TOPICS
-
     return sorted(TOPICS) + sorted(NEW_TOPICS) + ["other"]
 
 

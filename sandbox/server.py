@@ -1,10 +1,9 @@
 """The sandbox HTTP server: one Starlette app hosting every local SaaS stand-in.
 
 Each stand-in contributes routes through a *route provider*: a function
-`routes(config: SandboxConfig) -> list[starlette.routing.BaseRoute]`, named in
-`ROUTE_PROVIDERS` as `"module:function"`. Adding a stand-in (e.g. a Discourse search endpoint)
-is one entry in that list; the provider reads what it needs from `config` (its own objects
-go in `config.extra`, e.g. `config.extra["zendesk_accounts"]`).
+`routes(config: SandboxConfig) -> list[starlette.routing.BaseRoute]`, listed in
+`ROUTE_PROVIDERS`. Adding a stand-in is one entry there; the provider reads what it needs from
+`config` (its own objects go in `config.extra`, e.g. `config.extra["zendesk_accounts"]`).
 
     config = SandboxConfig(seed=7, tickets=5000)
     base_url, stop = start_in_thread(build_app(config))   # uvicorn in a thread, free port
@@ -17,7 +16,6 @@ in the foreground (see `orchestration/commands/sandbox.py`).
 
 from __future__ import annotations
 
-import importlib
 import socket
 import threading
 import time
@@ -31,11 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-# "module:function" entries; each function is `routes(config) -> list[BaseRoute]`.
-ROUTE_PROVIDERS: list[str] = [
-    "sandbox.zendesk:routes",
-    "sandbox.discourse:routes",
-]
+from sandbox import discourse, zendesk
 
 
 @dataclass
@@ -52,14 +46,8 @@ class SandboxConfig:
 
 
 RouteProvider = Callable[[SandboxConfig], list[BaseRoute]]
-
-
-def load_provider(spec: str) -> RouteProvider:
-    """Resolve `"package.module:function"` to the provider function."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"route provider {spec!r} is not 'module:function'")
-    return getattr(importlib.import_module(module_name), attr)
+# Each stand-in's routes: `routes(config) -> list[BaseRoute]`.
+ROUTE_PROVIDERS: list[RouteProvider] = [zendesk.routes, discourse.routes]
 
 
 async def _healthz(request: Request) -> JSONResponse:
@@ -67,14 +55,13 @@ async def _healthz(request: Request) -> JSONResponse:
 
 
 def build_app(
-    config: SandboxConfig | None = None, providers: Sequence[str | RouteProvider] | None = None
+    config: SandboxConfig | None = None, providers: Sequence[RouteProvider] | None = None
 ) -> Starlette:
     """The sandbox app: `/healthz` plus the routes of every provider (default `ROUTE_PROVIDERS`)."""
     config = config or SandboxConfig()
     routes: list[BaseRoute] = [Route("/healthz", _healthz)]
     for provider in ROUTE_PROVIDERS if providers is None else providers:
-        function = load_provider(provider) if isinstance(provider, str) else provider
-        routes.extend(function(config))
+        routes.extend(provider(config))
     app = Starlette(routes=routes)
     app.state.sandbox_config = config
     return app

@@ -9,35 +9,30 @@ from __future__ import annotations
 
 import dagster as dg
 
-from orchestration.instance import IN_PROGRESS_STATUSES
-from resources.queues import QueueResource
-
-QUEUE_TAG = "supportflow/queue"
+from resources.queues import QUEUE_TAG, QueueResource
+from sensors.runs import runs_in_progress
 
 
 def drain_in_progress(instance: dg.DagsterInstance, queue: str) -> bool:
-    runs = instance.get_run_records(
-        filters=dg.RunsFilter(tags={QUEUE_TAG: queue}, statuses=IN_PROGRESS_STATUSES), limit=1
-    )
-    return bool(runs)
+    return bool(runs_in_progress(instance, {QUEUE_TAG: queue}))
 
 
 def queue_drain_sensor(
     *,
     name: str,
     queue: str,
-    job_name: str,
+    job: dg.JobDefinition | dg.UnresolvedAssetJobDefinition,
     description: str,
     minimum_interval_seconds: int = 15,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     run_config: dict | None = None,
 ) -> dg.SensorDefinition:
-    """A sensor that launches the job `job_name` when `queue` has visible messages and no drain
-    run for it is in progress. Taking the job by name keeps sensors free of asset imports."""
+    """A sensor that launches `job` when `queue` has visible messages and no drain run for it is
+    in progress."""
 
     @dg.sensor(
         name=name,
-        job_name=job_name,
+        job=job,
         description=description,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,

@@ -28,14 +28,14 @@ def sf_home() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(sf_home):
-    from orchestration.settings import Settings
+    from resources.settings import Settings
 
     return Settings.from_env()
 
 
 @pytest.fixture(scope="session")
 def db_url(settings) -> str:
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     return warehouse_url(settings)
 
@@ -51,7 +51,7 @@ def db(db_url):
 
 @pytest.fixture(scope="session")
 def resources(settings, db_url) -> dict:
-    from orchestration.runtime import build_resources
+    from resources.runtime import build_resources
 
     return build_resources(settings, for_dagster=False)
 

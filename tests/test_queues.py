@@ -76,6 +76,7 @@ def sqs_queue_backend(moto_sqs_endpoint, settings, db_url, monkeypatch):
     import uuid
 
     from resources.sqs import SqsQueues
+    from resources.warehouse import WarehouseResource
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -83,8 +84,7 @@ def sqs_queue_backend(moto_sqs_endpoint, settings, db_url, monkeypatch):
         prefix=f"t{uuid.uuid4().hex[:10]}-",
         endpoint_url=moto_sqs_endpoint,
         region_name="us-east-1",
-        database_url=db_url,
-        home=str(settings.home),
+        warehouse=WarehouseResource(database_url=db_url, home=str(settings.home)),
         wait_time_seconds=1,
     )
 

@@ -1,14 +1,11 @@
 """The webhook service: one ASGI (Starlette) app that receives provider webhooks and pushed events
 and writes them to durable queues.
 
-The app is assembled from *route providers*, so each domain owns its endpoints in its own module:
-
-    ROUTE_PROVIDERS = ["webhooks.providers:routes", ...]
-
-A route provider is a function `routes(service: WebhookService) -> list[starlette.routing.Route]`.
-To add endpoints, write such a function in your module (e.g. `webhooks/feedback.py`) and add its
-`"module:function"` string to `ROUTE_PROVIDERS` (one str_replace edit). The `service` gives every
-handler the same building blocks, so every endpoint answers the same way (ARCHITECTURE.md, HTTP):
+The app is assembled from *route providers*, so each domain owns its endpoints in its own module.
+A route provider is a function `routes(service: WebhookService) -> list[starlette.routing.Route]`
+(`webhooks/service.py`); to add endpoints, write one in your module and add it to
+`ROUTE_PROVIDERS`. The `service` gives every handler the same building blocks, so every endpoint
+answers the same way (ARCHITECTURE.md, HTTP):
 
 - `await service.read_body(request, content_types)`: the raw body; 415 for another content type,
   413 for a body over `max_body_bytes` (1 MiB), counted while the stream is read, not only from
@@ -29,95 +26,30 @@ with uvicorn in a background thread on a free port (tests, demo, benchmarks);
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
-import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from orchestration.settings import Settings
-from resources.queues import QueueResource
-from resources.warehouse import WarehouseResource
+from resources.runtime import build_resources, warehouse_url
+from resources.settings import Settings
+from webhooks.feedback import routes as feedback_routes
+from webhooks.providers import routes as email_routes
+from webhooks.service import MAX_BODY_BYTES, WebhookService
 
-log = logging.getLogger("supportflow.webhooks")
+__all__ = ["MAX_BODY_BYTES", "WebhookService", "create_app", "serve", "serve_in_thread"]
 
-MAX_BODY_BYTES = 1024 * 1024
-ROUTE_PROVIDERS: list[str] = ["webhooks.providers:routes", "webhooks.feedback:routes"]
-
-RouteProvider = Callable[["WebhookService"], list[Route]]
-
-
-@dataclass
-class WebhookService:
-    """What every route provider's handlers share: settings, queues, warehouse, body helpers."""
-
-    settings: Settings
-    queues: QueueResource
-    warehouse: WarehouseResource
-    max_body_bytes: int = MAX_BODY_BYTES
-    # Per-provider collaborators a route provider may take instead of its defaults (tests inject
-    # e.g. the fetcher for AWS-hosted URLs here); keys are documented by each provider module.
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @staticmethod
-    def reject(status_code: int, reason: str) -> NoReturn:
-        raise HTTPException(status_code=status_code, detail=reason)
-
-    async def read_body(self, request: Request, content_types: Sequence[str]) -> bytes:
-        """The raw body, after checking its media type (415) and size (413) while streaming."""
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in content_types:
-            self.reject(
-                415,
-                f"content type {media_type or '(none)'!r} not accepted; "
-                f"expected {' or '.join(content_types)}",
-            )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            self.reject(413, f"body over {self.max_body_bytes} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                self.reject(413, f"body over {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def parse_json(self, raw: bytes) -> Any:
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self.reject(400, f"body is not valid JSON: {exc}")
-
-    async def enqueue(self, queue: str, bodies: Sequence[dict[str, Any]]) -> int:
-        """Send and return once stored; 503 (the sender retries) when the queue fails."""
-        try:
-            return await run_in_threadpool(self.queues.send, queue, list(bodies))
-        except Exception as exc:
-            log.warning("could not enqueue %d message(s) on %s: %s", len(bodies), queue, exc)
-            self.reject(503, f"could not enqueue on {queue}; retry later")
-
-    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work (database calls) off the event loop."""
-        return await run_in_threadpool(fn, *args)
-
-
-def load_route_provider(spec: str) -> RouteProvider:
-    module_name, _, attr = spec.partition(":")
-    return getattr(importlib.import_module(module_name), attr or "routes")
+RouteProvider = Callable[[WebhookService], list[Route]]
+# Each domain's endpoints: email providers, pushed feedback.
+ROUTE_PROVIDERS: list[RouteProvider] = [email_routes, feedback_routes]
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -131,8 +63,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def build_service(settings: Settings | None = None) -> WebhookService:
     """The service over the configured queues and warehouse (embedded server started if needed)."""
-    from orchestration.runtime import build_resources, warehouse_url
-
     settings = settings or Settings.from_env()
     warehouse_url(settings)  # start + migrate before the first request, not during it
     resources = build_resources(settings, for_dagster=False)
@@ -142,13 +72,13 @@ def build_service(settings: Settings | None = None) -> WebhookService:
 
 
 def create_app(
-    service: WebhookService | None = None, providers: Sequence[str] | None = None
+    service: WebhookService | None = None, providers: Sequence[RouteProvider] | None = None
 ) -> Starlette:
     """The Starlette app: `/healthz` plus every route provider's routes."""
     service = service or build_service()
     routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
-    for spec in ROUTE_PROVIDERS if providers is None else providers:
-        routes.extend(load_route_provider(spec)(service))
+    for provider in ROUTE_PROVIDERS if providers is None else providers:
+        routes.extend(provider(service))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.service = service
     return app

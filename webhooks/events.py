@@ -5,7 +5,7 @@ One message per provider event:
     {"type": "email_event", "event_id": "<provider>:<provider event id>",
      "provider", "provider_event_id", "provider_reference" (the provider's message id, the same
      one the helpdesk put on `email_sent`), "tenant_id" (from the custom parameters, may be null),
-     "event_type" (the provider's name), "outcome" (assets.delivery_rules), "severity", "reason",
+     "event_type" (the provider's name), "outcome" (assets.email.rules), "severity", "reason",
      "recipient", "sender", "occurred_at" (ISO 8601, UTC), "custom_params", "payload" (as received)}
 
 The tenant comes from custom parameters the helpdesk sets when sending (Mailgun
@@ -20,7 +20,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from assets.delivery_rules import classify_mailgun, classify_sendgrid, classify_ses
+from assets.email.rules import classify_mailgun, classify_sendgrid, classify_ses
 
 
 class EventFormatError(ValueError):

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from assets.feedback_sources.base import FeedbackValidationError
-from assets.feedback_sources.webhook import to_message, validate_payload
-from assets.feedback_store import WorkspaceError, token_matches, webhook_source
+from assets.feedback.rules import FeedbackValidationError
+from assets.feedback.sources.webhook import to_message, validate_payload
+from assets.feedback.store import WorkspaceError, token_matches, webhook_source
 
 QUEUE = "feedback"
 

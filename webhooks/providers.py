@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from webhooks.app import WebhookService
 from webhooks.events import (
     EventFormatError,
     normalise_mailgun,
     normalise_sendgrid,
     normalise_ses,
 )
+from webhooks.service import WebhookService
 from webhooks.verify import (
     SNS_CERT_HOST,
     MailgunTokenStore,

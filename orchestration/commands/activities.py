@@ -6,6 +6,8 @@ import json
 
 import click
 
+from orchestration.commands import UserError, load_settings
+
 
 def register(cli: click.Group) -> None:
     @cli.command("activities")
@@ -14,10 +16,9 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="one JSON object a line")
     def activities(tenant: str, ticket_id: str, as_json: bool) -> None:
         """Print the timeline of TICKET_ID of TENANT: user and system activities, oldest first."""
-        from assets.activity_events import TENANT_ID_RE, InvalidActivity, parse_ticket_id
-        from assets.activity_store import ticket_timeline
-        from orchestration.cli import UserError, load_settings
-        from orchestration.runtime import warehouse_url
+        from assets.activities.rules import TENANT_ID_RE, InvalidActivity, parse_ticket_id
+        from assets.activities.store import ticket_timeline
+        from resources.runtime import warehouse_url
         from resources.warehouse import get_pool
 
         if not TENANT_ID_RE.match(tenant):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from orchestration.commands import load_settings
+
 
 def register(cli: click.Group) -> None:
     @cli.command("demo")
     def demo() -> None:
         """Start what is needed, run every pipeline on sandbox data, print a summary."""
-        from orchestration.cli import load_settings
         from orchestration.demo import run_demo
 
         run_demo(load_settings())

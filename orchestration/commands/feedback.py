@@ -1,6 +1,6 @@
 """Feedback commands: `workspaces add|list`, `sources add|list`, `insights WORKSPACE`.
 
-`sources add` takes the options of every registered source kind (assets.feedback_sources), so a
+`sources add` takes the options of every registered source kind (assets.feedback.sources), so a
 new kind brings its options with it; an option another kind owns is refused.
 """
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from orchestration.cli import UserError, load_settings
+from orchestration.commands import UserError, load_settings
 
 
 def _connect():
-    from orchestration.runtime import build_resources, warehouse_url
+    from resources.runtime import build_resources, warehouse_url
 
     settings = load_settings()
     warehouse_url(settings)
@@ -29,7 +29,7 @@ def _redacted(config: Any) -> dict[str, Any]:
 
 def _kind_options() -> list[click.Option]:
     """One click option per distinct option name across the registered kinds."""
-    from assets.feedback_sources import SOURCE_KINDS
+    from assets.feedback.sources import SOURCE_KINDS
 
     seen: dict[str, tuple[Any, list[str]]] = {}
     for kind in SOURCE_KINDS.values():
@@ -48,7 +48,7 @@ def _kind_options() -> list[click.Option]:
 
 
 def register(cli: click.Group) -> None:
-    from assets.feedback_sources import SOURCE_KINDS
+    from assets.feedback.sources import SOURCE_KINDS
 
     @cli.group("workspaces")
     def workspaces() -> None:
@@ -59,7 +59,7 @@ def register(cli: click.Group) -> None:
     @click.option("--tenant", default=None, help="tenant id (default: the workspace name)")
     def workspaces_add(name: str, tenant: str | None) -> None:
         """Create workspace NAME."""
-        from assets.feedback_store import WorkspaceError, create_workspace
+        from assets.feedback.store import WorkspaceError, create_workspace
 
         with _connect()() as conn:
             try:
@@ -71,7 +71,7 @@ def register(cli: click.Group) -> None:
     @workspaces.command("list")
     def workspaces_list() -> None:
         """Workspaces and how many active sources each has."""
-        from assets.feedback_store import list_workspaces
+        from assets.feedback.store import list_workspaces
 
         with _connect()() as conn:
             rows = list_workspaces(conn)
@@ -86,9 +86,10 @@ def register(cli: click.Group) -> None:
         """Connect a source of --kind to WORKSPACE."""
         import os
 
-        from assets.feedback_sources import source_kind
-        from assets.feedback_sources.base import ConfigContext, SourceConfigError, SourceRef
-        from assets.feedback_store import WorkspaceError, add_source, get_workspace
+        from assets.feedback.rules import SourceConfigError, SourceRef
+        from assets.feedback.sources import source_kind
+        from assets.feedback.sources.base import ConfigContext
+        from assets.feedback.store import WorkspaceError, add_source, get_workspace
         from resources.secrets import SecretBox
 
         source_kind_ = source_kind(kind)
@@ -141,7 +142,7 @@ def register(cli: click.Group) -> None:
     @click.argument("workspace", required=False)
     def sources_list(workspace: str | None) -> None:
         """Sources (of one workspace, or all) with their config and cursor."""
-        from assets.feedback_store import list_sources
+        from assets.feedback.store import list_sources
 
         with _connect()() as conn:
             rows = list_sources(conn, workspace, active_only=False)
@@ -157,8 +158,8 @@ def register(cli: click.Group) -> None:
     @click.option("--days", default=7, show_default=True, type=click.IntRange(1, 366))
     def insights(workspace: str, days: int) -> None:
         """Print WORKSPACE's latest insight reports (the last --days days that have reports)."""
-        from assets.feedback_store import WorkspaceError, get_workspace
-        from assets.insights import latest_reports
+        from assets.feedback.insights import latest_reports
+        from assets.feedback.store import WorkspaceError, get_workspace
 
         with _connect()() as conn:
             try:

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from orchestration.cli import UserError, load_settings
+from orchestration.commands import UserError, load_settings
 
 
 def _token_from_env(variable: str) -> str:
@@ -67,8 +67,8 @@ def register(cli: click.Group) -> None:
         api_rate: int,
     ) -> None:
         """Register desk NAME; the token is read from the named variable and stored encrypted."""
-        from assets.desks import DeskError, add_desk
-        from orchestration.runtime import warehouse_url
+        from assets.tickets.desks import DeskError, add_desk
+        from resources.runtime import warehouse_url
         from resources.secrets import SecretBox, SecretError
         from resources.warehouse import get_pool
 
@@ -105,8 +105,8 @@ def register(cli: click.Group) -> None:
     @desks.command("list")
     def desks_list() -> None:
         """Desks with their state and last sync."""
-        from assets.desks import list_desks
-        from orchestration.runtime import warehouse_url
+        from assets.tickets.desks import list_desks
+        from resources.runtime import warehouse_url
         from resources.warehouse import get_pool
 
         with get_pool(warehouse_url(load_settings())).connection() as conn:
@@ -134,8 +134,8 @@ def register(cli: click.Group) -> None:
     @click.argument("name")
     def desks_disable(name: str) -> None:
         """Stop syncing desk NAME (its data stays)."""
-        from assets.desks import DeskError, disable_desk
-        from orchestration.runtime import warehouse_url
+        from assets.tickets.desks import DeskError, disable_desk
+        from resources.runtime import warehouse_url
         from resources.warehouse import get_pool
 
         try:
@@ -144,6 +144,35 @@ def register(cli: click.Group) -> None:
         except DeskError as exc:
             raise UserError(str(exc)) from None
         click.echo(f"disabled desk {name}")
+
+    @desks.command("repair-comments")
+    @click.argument("name")
+    @click.argument("ticket_ids", metavar="TICKET_ID...", nargs=-1, required=True, type=int)
+    def desks_repair_comments(name: str, ticket_ids: tuple[int, ...]) -> None:
+        """Re-read the comments of the given tickets of desk NAME through the per-ticket endpoint
+        and add any the events export missed."""
+        from assets.tickets.desks import DeskError, get_desk, open_desk_api
+        from assets.tickets.store import repair_ticket_comments
+        from resources.runtime import build_resources, warehouse_url
+        from resources.warehouse import get_pool
+        from resources.zendesk import ZendeskError
+
+        settings = load_settings()
+        pool = get_pool(warehouse_url(settings))
+        try:
+            with pool.connection() as conn:
+                desk = get_desk(conn, name)
+        except DeskError as exc:
+            raise UserError(str(exc)) from None
+        zendesk = build_resources(settings, for_dagster=False)["zendesk"]
+        added = 0
+        try:
+            with open_desk_api(zendesk, desk) as api:
+                for ticket_id in ticket_ids:
+                    added += repair_ticket_comments(pool.connection, api, desk, ticket_id)
+        except ZendeskError as exc:
+            raise UserError(str(exc)) from None
+        click.echo(f"desk {name}: {added} comment(s) added from {len(ticket_ids)} ticket(s)")
 
     @cli.command("sync")
     @click.argument("name")
@@ -164,10 +193,10 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
     """Materialize the desk's partition in process; the counts as one line, or UserError."""
     import dagster as dg
 
-    from assets.desks import DeskError, get_desk
-    from assets.tickets import zendesk_ticket_comments, zendesk_tickets
-    from orchestration.instance import DESK_TAG
-    from orchestration.runtime import build_resources, warehouse_url
+    from assets.tickets.defs import zendesk_ticket_comments, zendesk_tickets
+    from assets.tickets.desks import DeskError, get_desk
+    from assets.tickets.rules import DESK_TAG
+    from resources.runtime import build_resources, warehouse_url
     from resources.warehouse import get_pool
     from resources.zendesk import ZendeskClient
 

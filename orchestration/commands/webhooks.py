@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from orchestration.commands import load_settings
+
 
 def register(cli: click.Group) -> None:
     @cli.group("webhooks")
@@ -17,7 +19,6 @@ def register(cli: click.Group) -> None:
     )
     def serve(host: str, port: int) -> None:
         """Receive provider webhooks and write them to the queues."""
-        from orchestration.cli import load_settings
         from webhooks.app import serve as serve_app
 
         serve_app(host, port, load_settings())

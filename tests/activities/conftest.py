@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from tests.activities.helpers import activity_definitions
+
 _tenants = itertools.count(1)
 
 
@@ -36,10 +38,6 @@ def instance():
 
 
 @pytest.fixture
-def activity_defs(resources):
+def activity_defs(resources, settings):
     """The activities domain's definitions bound to the test resources."""
-    import dagster as dg
-
-    from assets import activities
-
-    return dg.Definitions.merge(dg.Definitions(resources=resources), activities.defs)
+    return activity_definitions(resources, settings)

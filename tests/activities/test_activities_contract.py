@@ -6,14 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
-from activities_helpers import make_event
 
-from assets.activity_events import (
+from assets.activities.rules import (
     InvalidActivity,
-    insert_activities,
     parse_activity,
     partition_name,
 )
+from assets.activities.store import insert_activities
+from tests.activities.helpers import make_event
 
 
 def test_insert_is_idempotent_on_activity_id_and_does_not_commit(db_url, activity_tables, tenant):

@@ -10,11 +10,10 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import psycopg
 import pytest
-from activities_helpers import make_event
 
-from assets import activities
-from assets.activity_events import partition_name
+from assets.activities.rules import partition_name
 from resources.warehouse import WarehouseResource
+from tests.activities.helpers import activity_definitions, make_event
 
 FAST_RETRY = {"ops": {"activities": {"config": {"retry_base_seconds": 0.2}}}}
 
@@ -32,8 +31,8 @@ class ReadOnlyWarehouse(WarehouseResource):
 
 def tick(defs: dg.Definitions, instance, resources, name="activities_queue_sensor"):
     sensor = defs.resolve_sensor_def(name)
-    context = dg.build_sensor_context(instance=instance, resources=resources)
-    return sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        return sensor.evaluate_tick(context)
 
 
 def run_drain(defs, instance, run_request, run_config=None, job="activities_drain"):
@@ -126,19 +125,14 @@ def test_valid_duplicate_malformed_and_late_events(
 
 
 def test_database_failure_during_drain_loses_nothing(
-    activity_defs, instance, resources, activity_tables, tenant
+    activity_defs, instance, resources, settings, activity_tables, tenant
 ):
     db = activity_tables
     events = [make_event(tenant, n) for n in range(5)]
     resources["queues"].send("activities", events)
-    failing = dg.Definitions.merge(
-        dg.Definitions(
-            resources={
-                **resources,
-                "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url),
-            }
-        ),
-        activities.defs,
+    failing = activity_definitions(
+        {**resources, "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url)},
+        settings,
     )
     run_request = tick(failing, instance, resources).run_requests[0]
     run_drain(failing, instance, run_request)
@@ -158,18 +152,13 @@ def test_database_failure_during_drain_loses_nothing(
 
 @pytest.mark.slow
 def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
-    resources, instance, activity_tables, tenant
+    resources, settings, instance, activity_tables, tenant
 ):
     db = activity_tables
     resources["queues"].send("activities", [make_event(tenant, 1)])
-    failing = dg.Definitions.merge(
-        dg.Definitions(
-            resources={
-                **resources,
-                "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url),
-            }
-        ),
-        activities.defs,
+    failing = activity_definitions(
+        {**resources, "warehouse": ReadOnlyWarehouse(database_url=resources["warehouse"].url)},
+        settings,
     )
     job = failing.resolve_job_def("activities_drain")
     quick = {"ops": {"activities": {"config": {"retry_base_seconds": 0.01}}}}

@@ -8,22 +8,26 @@ import dagster as dg
 import pandas as pd
 import psycopg
 import pytest
-from activities_helpers import make_event
 
-from assets import activities
-from assets.activities import ActivitySettings
-from assets.activity_events import (
+from assets.activities import defs as activities
+from assets.activities.defs import ActivitySettings
+from assets.activities.export import export_dir
+from assets.activities.rules import (
     OTHER_CATEGORY,
     InvalidActivity,
     category_for,
-    ensure_partitions,
-    insert_activities,
     parse_activity,
 )
-from assets.activity_export_files import export_dir
-from assets.activity_store import parse_ticket_delete, partition_days, ticket_timeline
+from assets.activities.store import (
+    ensure_partitions,
+    insert_activities,
+    parse_ticket_delete,
+    partition_days,
+    ticket_timeline,
+)
 from orchestration.cli import main as cli_main
 from resources.storage import ExportStorage
+from tests.activities.helpers import make_event
 
 
 def at(day: date, hh: int, mm: int = 0, ss: int = 0, us: int = 0) -> str:
@@ -219,9 +223,8 @@ def test_deletes_remove_a_tickets_activities_everywhere(
     delete = {"type": "activity_delete", "tenant_id": tenant, "ticket_id": 7}
     queues.send("activity_deletes", [delete, dict(delete), {"tenant_id": tenant}])
     sensor = activity_defs.resolve_sensor_def("activity_deletes_queue_sensor")
-    (run_request,) = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, resources=resources)
-    ).run_requests
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        (run_request,) = sensor.evaluate_tick(context).run_requests
     run = activity_defs.resolve_job_def("activity_deletes_drain").execute_in_process(
         instance=instance, tags=run_request.tags
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.analytics import (
+from assets.analytics.defs import (
     analytics_dbt_models,
     dbt_env,
     dbt_project,
@@ -512,7 +512,7 @@ _PARSE_SCRIPT = """
 import sys
 from pathlib import Path
 from dagster_dbt import DbtProject
-from assets.analytics import ensure_manifest
+from assets.analytics.defs import ensure_manifest
 print(ensure_manifest(DbtProject(project_dir=Path(sys.argv[1]))))
 """
 

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
-from email_helpers import email_defs
 
 from sandbox.email_events import INTERNAL_SENDER
+from tests.email.helpers import email_defs
 
 ZONE = "Europe/Berlin"
 
@@ -65,10 +65,10 @@ class Pipeline:
 
     def tick(self, defs, sensor_name) -> int:
         sensor = defs.resolve_sensor_def(sensor_name)
-        context = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(sensor_name), resources=self.resources
-        )
-        result = sensor.evaluate_tick(context)
+        ) as context:
+            result = sensor.evaluate_tick(context)
         self.cursors[sensor_name] = result.cursor
         for request in result.run_requests:
             job = defs.resolve_job_def(request.job_name or sensor.job_name)
@@ -103,7 +103,7 @@ class Pipeline:
 def test_receipts_stream_end_to_end(
     db, email_tables, resources, http, generator, instance, tenant, provider_keys
 ):
-    from assets.notification_store import set_tenant_pod, template_stats
+    from assets.email.store import set_tenant_pod, template_stats
     from resources.queues import MAX_RECEIVES
 
     eu_tenant = tenant + "-eu"
@@ -249,18 +249,19 @@ def test_malformed_messages_are_dead_lettered_with_the_reason(
 def test_receipts_sensor_watches_the_pod_from_the_environment(
     monkeypatch, email_tables, resources, instance
 ):
-    from assets.notifications import EmailDeliverySettings, build_defs
+    from assets.email.defs import EmailDeliverySettings
+    from resources.settings import Settings
 
     monkeypatch.setenv("SUPPORTFLOW_POD", "eu-2")
     monkeypatch.setenv("SUPPORTFLOW_EMAIL_TIMEZONE", "Asia/Tokyo")
-    config = EmailDeliverySettings.from_env()
+    config = EmailDeliverySettings.from_settings(Settings.from_env())
     assert (config.pod, config.timezone) == ("eu-2", "Asia/Tokyo")
-    defs = dg.Definitions.merge(dg.Definitions(resources=resources), build_defs(config))
+    defs = email_defs(resources, pod=config.pod, timezone=config.timezone)
     sensor = defs.resolve_sensor_def("email_receipts_queue_sensor")
 
     def tick():
-        context = dg.build_sensor_context(instance=instance, resources=resources)
-        return sensor.evaluate_tick(context)
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            return sensor.evaluate_tick(context)
 
     assert tick().run_requests == []  # nothing waiting: skip
     resources["queues"].send("email_events.default", [{"event_id": "x:1"}])

@@ -10,9 +10,8 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import psycopg
 import pytest
-from email_helpers import email_defs
 
-from assets.notification_store import (
+from assets.email.store import (
     parse_sent_notification,
     run_retention,
     set_retention_days,
@@ -21,6 +20,7 @@ from assets.notification_store import (
     write_template_stats_day,
 )
 from orchestration.cli import main
+from tests.email.helpers import email_defs
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

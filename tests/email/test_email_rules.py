@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from assets.delivery_rules import (
+from assets.email.rules import (
     classify_mailgun,
     classify_sendgrid,
     classify_ses,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from assets.notification_store import (
+from assets.email.store import (
     InvalidMessage,
     apply_receipts,
     parse_receipt,

@@ -281,7 +281,9 @@ def test_queue_failure_is_503_and_releases_the_mailgun_token(
         def send(self, queue, bodies, delay_seconds=0):
             raise RuntimeError("queue down")
 
-    broken = WebhookService(email_settings, BrokenQueues(), resources["warehouse"])
+    broken = WebhookService(
+        email_settings, BrokenQueues(warehouse=resources["warehouse"]), resources["warehouse"]
+    )
     request = _mailgun(generator, tenant)
     with serve_in_thread(create_app(broken)) as url:
         assert httpx.post(url + request.path, content=request.body,
@@ -330,7 +332,7 @@ def test_mailgun_replay_rejected_across_processes(
 
 
 def test_generator_env_matches_settings(provider_keys):
-    from orchestration.settings import Settings
+    from resources.settings import Settings
 
     settings = Settings.from_env({**provider_keys.env(), "SUPPORTFLOW_HOME": "/tmp/x"})
     assert settings.ses_topic_arns == (provider_keys.ses_topic_arn,)

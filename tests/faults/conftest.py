@@ -17,12 +17,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-# Reuse the domains' test helpers (ground-truth comparison, event factory) instead of copies.
-_TESTS = Path(__file__).resolve().parents[1]
-for _domain in ("tickets", "activities"):
-    if str(_TESTS / _domain) not in sys.path:
-        sys.path.append(str(_TESTS / _domain))
-
 
 @pytest.fixture(scope="module")
 def fault_home() -> Iterator[Path]:
@@ -41,7 +35,7 @@ def fault_home() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def fault_settings(fault_home):
-    from orchestration.settings import Settings
+    from resources.settings import Settings
 
     return Settings.from_env({"SUPPORTFLOW_HOME": str(fault_home)})
 
@@ -49,14 +43,14 @@ def fault_settings(fault_home):
 @pytest.fixture(scope="module")
 def fault_url(fault_settings) -> str:
     """The fault server's warehouse URL (started and migrated)."""
-    from orchestration.runtime import warehouse_url
+    from resources.runtime import warehouse_url
 
     return warehouse_url(fault_settings)
 
 
 @pytest.fixture(scope="module")
 def fault_resources(fault_settings, fault_url) -> dict:
-    from orchestration.runtime import build_resources
+    from resources.runtime import build_resources
 
     return build_resources(fault_settings, for_dagster=False)
 

@@ -17,9 +17,7 @@ from collections.abc import Iterator
 import dagster as dg
 import psycopg
 import pytest
-from activities_helpers import make_event
 from psycopg import sql
-from tickets_helpers import assert_matches_truth, materialized_metadata, zendesk_resource
 
 from resources.queues import PostgresQueues
 from resources.warehouse import (
@@ -36,6 +34,8 @@ from sandbox.zendesk import (
     ZendeskSandbox,
     decode_cursor,
 )
+from tests.activities.helpers import activity_definitions, make_event
+from tests.tickets.helpers import assert_matches_truth, materialized_metadata, zendesk_resource
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def sandbox_accounts() -> Iterator[tuple[dict, str]]:
 
 
 def register_desk(url: str, settings, sandbox_accounts, sandbox: ZendeskSandbox):
-    from assets.desks import add_desk
+    from assets.tickets.desks import add_desk
     from resources.secrets import SecretBox
 
     accounts, base_url = sandbox_accounts
@@ -111,7 +111,7 @@ def register_desk(url: str, settings, sandbox_accounts, sandbox: ZendeskSandbox)
 
 
 def sync(desk, resources, settings, instance, *, raise_on_error: bool = True):
-    from assets.tickets import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
+    from assets.tickets.defs import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
 
     if not instance.has_dynamic_partition(DESK_PARTITIONS.name, desk.name):
         instance.add_dynamic_partitions(DESK_PARTITIONS.name, [desk.name])
@@ -309,7 +309,6 @@ def drain_until_settled(job, instance, queues, *, timeout: float = 30.0) -> list
 def test_activities_drain_through_a_database_restart(
     point, mode, fault_url, fault_settings, fault_resources, restart_when
 ):
-    from assets import activities
 
     with connect(fault_url) as db:
         db.execute(
@@ -325,9 +324,9 @@ def test_activities_drain_through_a_database_restart(
     gated = {
         **fault_resources,
         "warehouse": GatedWarehouse(home=str(fault_settings.home)),
-        "queues": GatedQueues(home=str(fault_settings.home)),
+        "queues": GatedQueues(warehouse=WarehouseResource(home=str(fault_settings.home))),
     }
-    defs = dg.Definitions.merge(dg.Definitions(resources=gated), activities.defs)
+    defs = activity_definitions(gated, fault_settings)
     job = defs.resolve_job_def("activities_drain")
     restart = restart_when(lambda conn: GATE.reached.is_set(), mode=mode, on_down=GATE.down.set)
     with dg.instance_for_test() as instance:

@@ -22,7 +22,7 @@ def warehouse(resources):
 @pytest.fixture
 def make_workspace(warehouse):
     """Create a workspace (tenant = its name unless given) and return it."""
-    from assets.feedback_store import create_workspace
+    from assets.feedback.store import create_workspace
 
     def make(name: str | None = None, tenant: str | None = None):
         with warehouse.connection() as conn:
@@ -34,9 +34,9 @@ def make_workspace(warehouse):
 @pytest.fixture
 def add_source(warehouse):
     """Add a source of a kind to a workspace; returns (SourceRef, values shown once)."""
-    from assets.feedback_sources import source_kind
-    from assets.feedback_sources.base import SourceRef
-    from assets.feedback_store import add_source as store_add_source
+    from assets.feedback.rules import SourceRef
+    from assets.feedback.sources import source_kind
+    from assets.feedback.store import add_source as store_add_source
 
     def add(workspace, kind: str, name: str | None = None, **options):
         kind_ = source_kind(kind)
@@ -70,10 +70,11 @@ def forum():
 @pytest.fixture
 def forum_url(forum):
     """The real sandbox server (sandbox.server) serving only the Discourse provider."""
+    from sandbox.discourse import routes as discourse_routes
     from sandbox.server import SandboxConfig, build_app, start_in_thread
 
     config = SandboxConfig(extra={"discourse_forum": forum})
-    base_url, stop = start_in_thread(build_app(config, providers=["sandbox.discourse:routes"]))
+    base_url, stop = start_in_thread(build_app(config, providers=[discourse_routes]))
     yield base_url
     stop()
 

@@ -10,7 +10,7 @@ import pytest
 
 
 def test_insight_reports_schedule_builds_yesterday():
-    from assets.feedback import insight_reports_schedule
+    from assets.feedback.defs import insight_reports_schedule
 
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2026, 3, 10, 0, 40, tzinfo=UTC)
@@ -21,7 +21,7 @@ def test_insight_reports_schedule_builds_yesterday():
 
 
 def test_pull_schedule_and_jobs():
-    from assets.feedback import defs, feedback_pull_schedule
+    from assets.feedback.defs import defs, feedback_pull_schedule
 
     assert feedback_pull_schedule.job_name == "feedback_ingest_job"
     assert feedback_pull_schedule.cron_schedule == "*/15 * * * *"
@@ -33,13 +33,13 @@ def test_queue_sensor_skips_an_empty_queue(feedback_queue, dagster_resources):
     from sensors.feedback import feedback_queue_sensor
 
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=dagster_resources)
-        result = feedback_queue_sensor.evaluate_tick(context)
+        with dg.build_sensor_context(instance=instance, resources=dagster_resources) as context:
+            result = feedback_queue_sensor.evaluate_tick(context)
     assert not result.run_requests and "empty" in result.skip_message
 
 
 def test_on_demand_pull_of_an_unknown_workspace_fails_clearly(dagster_resources):
-    from assets.feedback import feedback_items
+    from assets.feedback.defs import feedback_items
 
     with pytest.raises(Exception, match="no workspace named 'nope-nope'"):
         dg.materialize(

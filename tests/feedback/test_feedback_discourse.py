@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from assets.feedback_sources.base import PullContext
+from assets.feedback.sources.base import PullContext
 from resources.discourse import DiscourseClient, DiscourseError
 from sandbox.discourse import Fault
 
@@ -68,8 +68,8 @@ def test_gives_up_with_a_clear_error(forum, forum_url):
 def test_killed_pull_resumes_at_its_page_without_loss_or_duplicates(
     make_workspace, add_source, warehouse, forum, forum_url, db
 ):
-    from assets.feedback import pull_source
-    from assets.feedback_store import list_sources
+    from assets.feedback.defs import pull_source
+    from assets.feedback.store import list_sources
 
     workspace = make_workspace()
     add_source(workspace, "discourse", "forum", **{"base-url": forum_url, "since": "2000-01-01"})
@@ -134,10 +134,11 @@ def test_killed_pull_resumes_at_its_page_without_loss_or_duplicates(
 def test_private_forum_api_key_is_stored_encrypted_and_used(
     make_workspace, warehouse, forum, forum_url, db, settings, monkeypatch
 ):
-    from assets.feedback import pull_source
-    from assets.feedback_sources import source_kind
-    from assets.feedback_sources.base import ConfigContext, SourceConfigError, SourceRef
-    from assets.feedback_store import add_source
+    from assets.feedback.defs import pull_source
+    from assets.feedback.rules import SourceConfigError, SourceRef
+    from assets.feedback.sources import source_kind
+    from assets.feedback.sources.base import ConfigContext
+    from assets.feedback.store import add_source
     from resources.secrets import SecretBox
 
     forum.api_key = "discourse-key-123"

@@ -48,12 +48,12 @@ def _push(webhook_url: str, workspace: str, token: str, items: list[dict]) -> ht
 
 def _drain_via_sensor(dagster_resources) -> None:
     """What the daemon does: the sensor sees the queue and requests a drain run; run it."""
-    from assets.feedback import feedback_enrichment, feedback_items
+    from assets.feedback.defs import feedback_enrichment, feedback_items
     from sensors.feedback import feedback_queue_sensor
 
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=dagster_resources)
-        result = feedback_queue_sensor.evaluate_tick(context)
+        with dg.build_sensor_context(instance=instance, resources=dagster_resources) as context:
+            result = feedback_queue_sensor.evaluate_tick(context)
         assert len(result.run_requests) == 1, result.skip_message
         request = result.run_requests[0]
         assert request.tags["supportflow/queue"] == "feedback"
@@ -67,7 +67,7 @@ def _drain_via_sensor(dagster_resources) -> None:
 
 
 def _pull(dagster_resources, workspace: str) -> dg.ExecuteInProcessResult:
-    from assets.feedback import feedback_enrichment, feedback_items
+    from assets.feedback.defs import feedback_enrichment, feedback_items
 
     result = dg.materialize(
         [feedback_items, feedback_enrichment],

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from assets.feedback_enrichment import enrich
-from assets.feedback_sources.base import FeedbackItem
-from assets.feedback_store import upsert_items
+from assets.feedback.enrichment import enrich
+from assets.feedback.rules import FeedbackItem
+from assets.feedback.store import upsert_items
 from sandbox.feedback_text import compose
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.feedback_sources.base import FeedbackItem
+from assets.feedback.rules import FeedbackItem
 from sandbox.feedback_text import compose, feedback_text
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,9 @@ def planted_items(source) -> list[FeedbackItem]:
 def test_two_weeks_of_reports_flag_the_planted_spike_and_new_topic(
     make_workspace, add_source, warehouse, dagster_resources, db
 ):
-    from assets.feedback import feedback_enrichment
-    from assets.feedback_store import upsert_items
-    from assets.insights import insight_reports
+    from assets.feedback.defs import feedback_enrichment
+    from assets.feedback.insights import insight_reports
+    from assets.feedback.store import upsert_items
 
     workspace = make_workspace()
     source, _ = add_source(workspace, "webhook")

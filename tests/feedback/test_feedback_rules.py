@@ -8,18 +8,24 @@ from datetime import UTC, datetime
 
 import pytest
 
-from assets.feedback_enrichment import detect_languages, fit_topics, readable_label
-from assets.feedback_sources import SOURCE_KINDS, source_kind
-from assets.feedback_sources.base import (
+from assets.feedback.enrichment import detect_languages, fit_topics, readable_label
+from assets.feedback.insights import (
+    DayStats,
+    day_anomalies,
+    negative_spike,
+    topic_anomalies,
+    volume_anomaly,
+)
+from assets.feedback.rules import (
     FeedbackValidationError,
     SourceConfigError,
     clean_html,
     make_item_id,
 )
-from assets.feedback_sources.discourse import search_query
-from assets.feedback_sources.webhook import validate_item, validate_payload
-from assets.feedback_store import hash_token, token_matches
-from assets.insights import DayStats, day_anomalies, negative_spike, topic_anomalies, volume_anomaly
+from assets.feedback.sources import SOURCE_KINDS, source_kind
+from assets.feedback.sources.discourse import search_query
+from assets.feedback.sources.webhook import validate_item, validate_payload
+from assets.feedback.store import hash_token, token_matches
 from resources.discourse import retry_after_seconds
 from sandbox.discourse import parse_query
 
@@ -235,7 +241,7 @@ def test_day_anomalies_combines_rules():
 def test_report_escapes_customer_html():
     from datetime import date
 
-    from assets.insights import WorkspaceReport, render_html, render_markdown
+    from assets.feedback.insights import WorkspaceReport, render_html, render_markdown
 
     report = WorkspaceReport(1, "ws", "t", date(2026, 3, 1))
     example = {"item_id": "x", "text": "<script>alert(1)</script> *bold* a|b", "sentiment": None}

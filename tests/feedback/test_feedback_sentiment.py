@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from psycopg.types.json import Jsonb
 
-from assets.sentiment import BASELINE, ENGINES, evaluate, select_engine
-from assets.sentiment.base import score_labels
+from assets.feedback.sentiment import BASELINE, ENGINES, evaluate, select_engine
+from assets.feedback.sentiment.base import score_labels
 from sandbox.feedback_text import rated_tickets
 
 
@@ -113,7 +113,7 @@ def _insert_rated_tickets(db, desk_id: int, tenant: str, count: int) -> dict[str
 def test_tenant_classifier_scores_zendesk_feedback(
     make_workspace, add_source, dagster_resources, db
 ):
-    from assets.feedback import feedback_enrichment, feedback_items
+    from assets.feedback.defs import feedback_enrichment, feedback_items
 
     tenant = f"tenant-{uuid.uuid4().hex[:8]}"
     desk_id, desk_name = _insert_desk(db, tenant)
@@ -179,7 +179,7 @@ def test_tenant_classifier_scores_zendesk_feedback(
 
 def test_baseline_kept_when_the_classifier_does_not_beat_it():
     """Ratings that follow the lexicon exactly: VADER is perfect held out, so it stays."""
-    from assets.sentiment.vader import VaderEngine
+    from assets.feedback.sentiment.vader import VaderEngine
 
     texts = [p[0] for p in rated_tickets(600, seed=4)]
     ratings = list(VaderEngine().predict_ratings(texts))

@@ -81,8 +81,8 @@ def test_auth_validation_and_limits(webhook_url, hooked, make_workspace, feedbac
 def test_drain_rejects_what_it_cannot_apply(
     hooked, make_workspace, add_source, warehouse, feedback_queue, db
 ):
-    from assets.feedback import apply_feedback_messages
-    from assets.feedback_sources.webhook import to_message, validate_item
+    from assets.feedback.defs import apply_feedback_messages
+    from assets.feedback.sources.webhook import to_message, validate_item
 
     workspace, source, _ = hooked
     good = to_message(source, validate_item(ITEM))

@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pytest
-from tickets_helpers import zendesk_resource
 
 from sandbox.server import SandboxConfig, build_app, start_in_thread
 from sandbox.zendesk import (
@@ -18,6 +17,7 @@ from sandbox.zendesk import (
     RateLimits,
     ZendeskSandbox,
 )
+from tests.tickets.helpers import zendesk_resource
 
 FAST_LIMITS = RateLimits(export_per_minute=600, api_per_minute=6000)
 
@@ -55,7 +55,7 @@ def secret_box(settings):
 @pytest.fixture
 def make_desk(db, secret_box, sandbox_host) -> Callable:
     """Register a desk for a sandbox account (unique name); returns the Desk."""
-    from assets.desks import add_desk
+    from assets.tickets.desks import add_desk
 
     def make(
         sandbox: ZendeskSandbox,
@@ -89,7 +89,7 @@ def make_desk(db, secret_box, sandbox_host) -> Callable:
 @pytest.fixture
 def run_sync(resources, settings) -> Callable:
     """Materialize one desk's partition in process; returns the ExecuteInProcessResult."""
-    from assets.tickets import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
+    from assets.tickets.defs import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
 
     instance = dg.DagsterInstance.ephemeral()
 

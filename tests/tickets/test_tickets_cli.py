@@ -7,9 +7,8 @@ import uuid
 
 import dagster as dg
 import pytest
-from tickets_helpers import zendesk_resource
 
-from assets.tickets import (
+from assets.tickets.defs import (
     desk_freshness_job,
     desks_synced_recently,
     stale_desks,
@@ -18,6 +17,7 @@ from assets.tickets import (
 )
 from orchestration.cli import main
 from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN, RateLimits, ZendeskSandbox
+from tests.tickets.helpers import zendesk_resource
 
 
 def unique(prefix="cli"):

@@ -12,9 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tickets_helpers import assert_matches_truth
 
 from sandbox.zendesk import RateLimits, ZendeskSandbox
+from tests.tickets.helpers import assert_matches_truth
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

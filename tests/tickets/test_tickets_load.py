@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from assets.desks import get_desk
-from assets.ticket_load import CursorMoved, TicketSyncStats, load_ticket_page, prepare_ticket_page
+from assets.tickets.desks import get_desk
+from assets.tickets.store import CursorMoved, TicketSyncStats, load_ticket_page, prepare_ticket_page
 from resources.zendesk import decode_ticket_page
 from sandbox.zendesk import ZendeskSandbox
 
@@ -79,11 +79,10 @@ def test_a_moved_cursor_rolls_the_page_back(db, db_url, make_desk):
     assert get_desk(db, desk.name).ticket_cursor == "c1"
 
 
-def test_repair_adds_a_tickets_missing_comments(db, db_url, make_desk, run_sync, settings):
-    from tickets_helpers import assert_matches_truth, zendesk_resource
-
-    from assets.ticket_load import repair_ticket_comments
-    from resources.warehouse import get_pool
+def test_repair_adds_a_tickets_missing_comments(db, make_desk, run_sync, capsys):
+    """`supportflow desks repair-comments` re-reads a ticket's comments and adds the missing."""
+    from orchestration.cli import main
+    from tests.tickets.helpers import assert_matches_truth
 
     sandbox = ZendeskSandbox(seed=83, tickets=30, comments_per_ticket=3.0)
     desk = make_desk(sandbox)
@@ -94,15 +93,10 @@ def test_repair_adds_a_tickets_missing_comments(db, db_url, make_desk, run_sync,
         (desk.desk_id, ticket_id),
     ).rowcount
     assert lost >= 2
-    api = zendesk_resource(settings).open(
-        desk=desk.name,
-        base_url=desk.base_url,
-        credentials=desk.credentials(zendesk_resource(settings).secret_box()),
-        export_rate_per_minute=600,
-        api_rate_per_minute=6000,
-    )
-    with api:
-        added = repair_ticket_comments(get_pool(db_url).connection, api, desk, ticket_id)
-        assert added == lost
-        assert repair_ticket_comments(get_pool(db_url).connection, api, desk, ticket_id) == 0
+    assert main(["desks", "repair-comments", desk.name, str(ticket_id)]) == 0
+    assert f"desk {desk.name}: {lost} comment(s) added from 1 ticket(s)" in capsys.readouterr().out
+    assert main(["desks", "repair-comments", desk.name, str(ticket_id)]) == 0
+    assert f"desk {desk.name}: 0 comment(s) added" in capsys.readouterr().out
+    assert main(["desks", "repair-comments", "no-such-desk", "1"]) == 2
+    assert "no-such-desk" in capsys.readouterr().err
     assert_matches_truth(db, desk, sandbox)

@@ -9,7 +9,7 @@ import random
 import orjson
 import pytest
 
-from assets.ticket_rows import (
+from assets.tickets.rules import (
     TICKET_COLUMNS,
     comment_rows,
     next_events_start,

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-import sensors.desks as desk_sensor
-from orchestration.instance import DESK_TAG
+import sensors.tickets as desk_sensor
+from assets.tickets.rules import DESK_TAG
 from sandbox.zendesk import RateLimits, ZendeskSandbox
-from sensors.desks import DESK_SYNC_JOB, DeskState, desk_sync_sensor, is_due, is_stuck
+from sensors.tickets import DeskState, desk_sync_sensor, is_due, is_stuck
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 FAST = RateLimits(export_per_minute=600, api_per_minute=6000)
@@ -114,7 +114,7 @@ def test_in_progress_run_blocks_and_dead_runs_do_not(instance, resources, make_d
     desk = make_desk(ZendeskSandbox(seed=54, tickets=5))
     running = create_run_for_test(
         instance,
-        job_name=DESK_SYNC_JOB,
+        job_name="zendesk_desk_sync",
         status=dg.DagsterRunStatus.STARTED,
         tags={DESK_TAG: desk.name},
     )
@@ -124,7 +124,7 @@ def test_in_progress_run_blocks_and_dead_runs_do_not(instance, resources, make_d
     instance.report_run_failed(running)
     create_run_for_test(
         instance,
-        job_name=DESK_SYNC_JOB,
+        job_name="zendesk_desk_sync",
         status=dg.DagsterRunStatus.CANCELED,
         tags={DESK_TAG: desk.name},
     )
@@ -133,7 +133,7 @@ def test_in_progress_run_blocks_and_dead_runs_do_not(instance, resources, make_d
     # a run that stopped making progress is marked failed and the desk launches again
     stuck = create_run_for_test(
         instance,
-        job_name=DESK_SYNC_JOB,
+        job_name="zendesk_desk_sync",
         status=dg.DagsterRunStatus.STARTED,
         tags={DESK_TAG: desk.name},
     )
@@ -150,7 +150,7 @@ def test_sensor_run_request_executes_the_desk_sync_job(
     longer due on the next tick."""
     from tickets_helpers import zendesk_resource
 
-    from assets.tickets import (
+    from assets.tickets.defs import (
         desks_synced_recently,
         zendesk_desk_sync,
         zendesk_ticket_comments,
@@ -169,7 +169,7 @@ def test_sensor_run_request_executes_the_desk_sync_job(
         asset_checks=[desks_synced_recently],
         jobs=[zendesk_desk_sync],
         resources={"warehouse": resources["warehouse"], "zendesk": zendesk_resource(settings)},
-    ).resolve_job_def(DESK_SYNC_JOB)
+    ).resolve_job_def("zendesk_desk_sync")
     outcome = job.execute_in_process(
         partition_key=request.partition_key, instance=instance, tags=request.tags
     )

@@ -5,9 +5,9 @@ token."""
 from __future__ import annotations
 
 import pytest
-from tickets_helpers import assert_matches_truth, materialized_metadata
 
 from sandbox.zendesk import RateLimits, ZendeskSandbox
+from tests.tickets.helpers import assert_matches_truth, materialized_metadata
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,380 @@
+"""The activities domain's SQL: the idempotent bulk insert into `raw.activities`, day
+partitions ahead of time, retention by partition drop, ticket deletes, and a ticket's timeline.
+
+Plain functions over a psycopg connection; none of them commits (the caller's block is the
+transaction). The Dagster definitions (`assets/activities/defs.py`), the email domain and
+the CLI call them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from assets.activities.rules import (
+    TENANT_ID_RE,
+    Activity,
+    InvalidActivity,
+    day_of_partition,
+    parse_activity,
+    parse_ticket_id,
+)
+from resources.queues import BatchOutcome, Message
+
+DEFAULT_RETENTION_DAYS = 90
+DEFAULT_DAYS_AHEAD = 3
+DELETE_MESSAGE_TYPE = "activity_delete"
+
+
+def utc_today(now: datetime | None = None) -> date:
+    return (now or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def retention_cutoff(today: date, retention_days: int) -> date:
+    """The oldest day kept: days before it are dropped (and events for them refused)."""
+    if retention_days < 1:
+        raise ValueError(f"retention_days must be at least 1, got {retention_days}")
+    return today - timedelta(days=retention_days)
+
+
+# --- partitions ----------------------------------------------------------------------------------
+
+
+def partition_days(conn: psycopg.Connection) -> list[date]:
+    """The days that have a partition, oldest first."""
+    rows = conn.execute(
+        """
+        select c.relname from pg_inherits i
+        join pg_class c on c.oid = i.inhrelid
+        where i.inhparent = 'raw.activities'::regclass
+        """
+    ).fetchall()
+    return sorted(day for (name,) in rows if (day := day_of_partition(name)) is not None)
+
+
+def ensure_partitions_ahead(
+    conn: psycopg.Connection, today: date, days_ahead: int = DEFAULT_DAYS_AHEAD
+) -> list[date]:
+    """Create today's partition and the next `days_ahead` days' when missing, so inserts never
+    wait on DDL at midnight. Returns the days that now exist in that window."""
+    window = [today + timedelta(days=n) for n in range(days_ahead + 1)]
+    ensure_partitions(conn, window)
+    return window
+
+
+def drop_expired_partitions(
+    conn: psycopg.Connection, today: date, retention_days: int = DEFAULT_RETENTION_DAYS
+) -> list[date]:
+    """Drop the partitions of days older than the retention period (a partition drop, never a
+    row-by-row delete of activities) and forget their ids in the dedup ledger.
+
+    Returns the dropped days. Dropping takes a short exclusive lock on raw.activities.
+    """
+    cutoff = retention_cutoff(today, retention_days)
+    expired = [day for day in partition_days(conn) if day < cutoff]
+    if expired:
+        # A drop waits for readers of the partition (a long export); while it waits, inserts
+        # queue behind it. Give up after a while instead: the schedule tries again tomorrow.
+        conn.execute("set local lock_timeout = '30s'")
+    for day in expired:
+        conn.execute(
+            sql.SQL("drop table if exists raw.{}").format(
+                sql.Identifier(f"activities_p{day:%Y%m%d}")
+            )
+        )
+    # The ledger is an index of ids, not activities; events that old are refused on arrival
+    # (see reject_expired), so their ids can no longer be repeated into the table.
+    conn.execute(
+        "delete from raw.activity_ids where occurred_at < %s",
+        (datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC),),
+    )
+    return expired
+
+
+def is_expired(occurred_at: datetime, today: date, retention_days: int) -> bool:
+    """An event whose day retention has already dropped (or would drop at once)."""
+    return occurred_at.astimezone(UTC).date() < retention_cutoff(today, retention_days)
+
+
+# --- deletes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketDelete:
+    tenant_id: str
+    ticket_id: int
+
+
+_DELETE_FIELDS = frozenset(("type", "tenant_id", "ticket_id"))
+
+
+def parse_ticket_delete(body: dict) -> TicketDelete:
+    """Validate a message of queue activity_deletes: `{type, tenant_id, ticket_id}`.
+
+    `type` is optional; when given it must be "activity_delete". Raises InvalidActivity.
+    """
+    if not isinstance(body, dict):
+        raise InvalidActivity(f"message: expected a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - _DELETE_FIELDS)
+    if unknown:
+        raise InvalidActivity(f"{unknown[0]}: unknown field")
+    if body.get("type", DELETE_MESSAGE_TYPE) != DELETE_MESSAGE_TYPE:
+        raise InvalidActivity(
+            f"type: expected {DELETE_MESSAGE_TYPE!r}, got {body.get('type')!r:.40}"
+        )
+    tenant_id = body.get("tenant_id")
+    if tenant_id is None:
+        raise InvalidActivity("tenant_id: missing")
+    if not isinstance(tenant_id, str) or not TENANT_ID_RE.match(tenant_id):
+        raise InvalidActivity(f"tenant_id: not a valid tenant id: {tenant_id!r:.40}")
+    if body.get("ticket_id") is None:
+        raise InvalidActivity("ticket_id: missing")
+    return TicketDelete(tenant_id=tenant_id, ticket_id=parse_ticket_id(body["ticket_id"]))
+
+
+def delete_ticket_activities(conn: psycopg.Connection, deletes: Sequence[TicketDelete]) -> int:
+    """Remove every activity of the given tickets from every partition and remember the tickets,
+    so activities of theirs that arrive later are not stored. Idempotent; returns rows deleted."""
+    if not deletes:
+        return 0
+    tenants = [d.tenant_id for d in deletes]
+    tickets = [d.ticket_id for d in deletes]
+    conn.execute(
+        """
+        insert into raw.activity_deleted_tickets (tenant_id, ticket_id)
+        select * from unnest(%s::text[], %s::bigint[])
+        on conflict do nothing
+        """,
+        (tenants, tickets),
+    )
+    cur = conn.execute(
+        """
+        delete from raw.activities a
+        using (select distinct * from unnest(%s::text[], %s::bigint[]) as t(tenant_id, ticket_id))
+            as d
+        where a.tenant_id = d.tenant_id and a.ticket_id = d.ticket_id
+        """,
+        (tenants, tickets),
+    )
+    return cur.rowcount
+
+
+# --- the timeline --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    occurred_at: datetime
+    activity_id: str
+    actor_type: str
+    actor_id: str
+    action: str
+    category: str | None
+    details: dict[str, Any]
+
+    def describe(self) -> str:
+        """One line for people: when, who, what, and the details."""
+        import json
+
+        who = f"{self.actor_type}:{self.actor_id}"
+        what = self.action + (f" [{self.category}]" if self.category else "")
+        extra = json.dumps(self.details, sort_keys=True, ensure_ascii=False) if self.details else ""
+        when = self.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{when}  {who:<24} {what:<36} {extra}".rstrip()
+
+
+def ticket_timeline(
+    conn: psycopg.Connection, tenant_id: str, ticket_id: int
+) -> list[TimelineEntry]:
+    """A ticket's activities, user and system, oldest first (ties broken by activity_id).
+
+    Served by the index (tenant_id, ticket_id, occurred_at, activity_id) of every partition.
+    """
+    rows = conn.execute(
+        """
+        select occurred_at, activity_id, actor_type, actor_id, action, category, details
+        from raw.activities
+        where tenant_id = %s and ticket_id = %s
+        order by occurred_at, activity_id
+        """,
+        (tenant_id, ticket_id),
+    ).fetchall()
+    return [TimelineEntry(*row) for row in rows]
+
+
+# --- consuming the queues ------------------------------------------------------------------------
+
+
+@dataclass
+class IngestTally:
+    """What a drain wrote, beside the queue-level DrainReport."""
+
+    inserted: int = 0
+    already_stored: int = 0
+    deleted: int = 0
+
+
+ConnectionFactory = Callable[[], AbstractContextManager[psycopg.Connection]]
+
+
+def activity_batch_applier(
+    connection: ConnectionFactory,
+    tally: IngestTally,
+    *,
+    today: date,
+    retention_days: int = DEFAULT_RETENTION_DAYS,
+) -> Callable[[list[Message]], BatchOutcome]:
+    """The `apply_batch` of the activities drain: validate each message (malformed or expired
+    ones are rejected with the reason), then insert the rest in one transaction. A database
+    error propagates, so `drain` retries the whole batch later."""
+
+    def apply(messages: list[Message]) -> BatchOutcome:
+        rejected: dict[str, str] = {}
+        valid = []
+        for message in messages:
+            try:
+                activity = parse_activity(message.body)
+            except InvalidActivity as exc:
+                rejected[message.receipt] = f"invalid activity: {exc}"
+                continue
+            if is_expired(activity.occurred_at, today, retention_days):
+                rejected[message.receipt] = (
+                    f"occurred_at: {activity.occurred_at.isoformat()} is older than the "
+                    f"retention period ({retention_days} days)"
+                )
+                continue
+            valid.append(activity)
+        if valid:
+            with connection() as conn:
+                inserted = insert_activities(conn, valid)
+            tally.inserted += inserted
+            tally.already_stored += len(valid) - inserted
+        return BatchOutcome(rejected=rejected)
+
+    return apply
+
+
+def delete_batch_applier(
+    connection: ConnectionFactory, tally: IngestTally
+) -> Callable[[list[Message]], BatchOutcome]:
+    """The `apply_batch` of the activity_deletes drain."""
+
+    def apply(messages: list[Message]) -> BatchOutcome:
+        rejected: dict[str, str] = {}
+        deletes = []
+        for message in messages:
+            try:
+                deletes.append(parse_ticket_delete(message.body))
+            except InvalidActivity as exc:
+                rejected[message.receipt] = f"invalid activity delete: {exc}"
+        if deletes:
+            with connection() as conn:
+                tally.deleted += delete_ticket_activities(conn, deletes)
+        return BatchOutcome(rejected=rejected)
+
+    return apply
+
+
+def ensure_partitions(conn: psycopg.Connection, days: Sequence[date]) -> int:
+    """Create the day partitions among `days` that are missing; returns how many were created."""
+    if not days:
+        return 0
+    row = conn.execute(
+        "select count(*) filter (where raw.ensure_activity_partition(d)) "
+        "from unnest(%s::date[]) as d",
+        (sorted(set(days)),),
+    ).fetchone()
+    return int(row[0])
+
+
+_STAGING_DDL = """
+create temp table if not exists activities_staging (
+    ord         integer,
+    activity_id text,
+    occurred_at timestamptz,
+    tenant_id   text,
+    ticket_id   bigint,
+    actor_type  text,
+    actor_id    text,
+    action      text,
+    category    text,
+    details     jsonb
+) on commit drop
+"""
+
+# One statement: dedupe the batch, drop activities of destroyed tickets, claim the ids in the
+# ledger, and insert only the claimed ones. The final ON CONFLICT is a second guard only.
+_INSERT_SQL = """
+with batch as (
+    select distinct on (s.activity_id) s.*
+    from activities_staging s
+    where not exists (
+        select 1 from raw.activity_deleted_tickets d
+        where d.tenant_id = s.tenant_id and d.ticket_id = s.ticket_id
+    )
+    order by s.activity_id, s.ord
+), claimed as (
+    insert into raw.activity_ids (activity_id, occurred_at)
+    select activity_id, occurred_at from batch
+    on conflict (activity_id) do nothing
+    returning activity_id
+)
+insert into raw.activities
+    (activity_id, occurred_at, tenant_id, ticket_id, actor_type, actor_id, action, category,
+     details)
+select b.activity_id, b.occurred_at, b.tenant_id, b.ticket_id, b.actor_type, b.actor_id,
+       b.action, b.category, b.details
+from batch b join claimed c using (activity_id)
+on conflict do nothing
+"""
+
+
+def insert_activities(conn: psycopg.Connection, activities: Sequence[Activity]) -> int:
+    """Insert activities idempotently; returns the rows inserted.
+
+    A repeated activity_id (within the batch or already stored) has no second effect; an
+    activity of a ticket destroyed earlier is not stored. Missing day partitions are created.
+    Runs in the caller's transaction and does not commit (on an autocommit connection it runs
+    as one transaction of its own).
+    """
+    if not activities:
+        return 0
+    if conn.autocommit:  # the staging table lives for one transaction: give it one
+        with conn.transaction():
+            return _insert(conn, activities)
+    return _insert(conn, activities)
+
+
+def _insert(conn: psycopg.Connection, activities: Sequence[Activity]) -> int:
+    ensure_partitions(conn, [a.day for a in activities])
+    with conn.cursor() as cur:
+        cur.execute(_STAGING_DDL)
+        cur.execute("truncate activities_staging")
+        with cur.copy(
+            "copy activities_staging (ord, activity_id, occurred_at, tenant_id, ticket_id, "
+            "actor_type, actor_id, action, category, details) from stdin"
+        ) as copy:
+            for ord_, a in enumerate(activities):
+                copy.write_row(
+                    (
+                        ord_,
+                        a.activity_id,
+                        a.occurred_at,
+                        a.tenant_id,
+                        a.ticket_id,
+                        a.actor_type,
+                        a.actor_id,
+                        a.action,
+                        a.category,
+                        json.dumps(a.details, separators=(",", ":")),
+                    )
+                )
+        cur.execute(_INSERT_SQL)
+        return cur.rowcount

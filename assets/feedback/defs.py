@@ -1,0 +1,293 @@
+"""Feedback insights: the Dagster assets, jobs and schedules of group `feedback`.
+
+    sources (assets.feedback.sources) ─► feedback_items ─► feedback_enrichment ─► insight_reports
+    webhook ─► queue feedback ─┘                                                   [daily]
+
+`feedback_items` pulls every active pulled source (or one workspace's) and drains the `feedback`
+queue; each pulled page commits with its cursor. `feedback_enrichment` adds language, sentiment
+and topics (assets.feedback.enrichment). `insight_reports` (assets.feedback.insights) writes
+the daily reports. The domain logic lives in those modules; this one only wires it to Dagster.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from assets.feedback.insights import insight_reports, insight_reports_job
+from assets.feedback.rules import FeedbackValidationError, SourceRef
+from assets.feedback.sources import SOURCE_KINDS
+from assets.feedback.sources.base import PullContext
+from assets.feedback.sources.webhook import item_from_message
+from assets.feedback.store import (
+    UpsertCounts,
+    get_workspace,
+    list_sources,
+    lock_source,
+    save_cursor,
+    unlock_source,
+    upsert_items,
+)
+from resources.alerts import AlertsResource
+from resources.discourse import DiscourseClient
+from resources.queues import BatchOutcome, Message, QueueResource, drain
+from resources.warehouse import WarehouseResource
+
+GROUP = "feedback"
+OWNERS = ["team:data-eng"]
+FEEDBACK_QUEUE = "feedback"
+
+Connect = Callable[[], Any]
+
+
+# --- pulling and applying (plain functions the assets call) --------------------------------------
+
+
+@dataclass
+class SourcePull:
+    source: str
+    fetched: int = 0
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+    skipped: str = ""
+
+
+def pull_source(connect: Connect, source: SourceRef, context: PullContext) -> SourcePull:
+    """Pull one source; each batch's items and cursor commit together. A source another run is
+    pulling right now is skipped (a session advisory lock), so cursors never race."""
+    result = SourcePull(f"{source.workspace_name}/{source.name}")
+    kind = SOURCE_KINDS.get(source.kind)
+    if kind is None or not kind.pulled:
+        result.skipped = "not a pulled kind"
+        return result
+    with connect() as lock_conn:
+        if not lock_source(lock_conn, source.source_id):
+            result.skipped = "being pulled by another run"
+            return result
+        try:
+            fresh = list_sources(lock_conn, source.workspace_name, [source.kind])
+            current = next((s for s in fresh if s.source_id == source.source_id), None)
+            if current is None:
+                result.skipped = "no longer active"
+                return result
+            lock_conn.commit()  # the lock is session-level; don't hold a snapshot meanwhile
+            for batch in kind.pull(current, context):
+                with connect() as conn:
+                    result.counts.add(upsert_items(conn, batch.items))
+                    save_cursor(conn, source.source_id, batch.cursor)
+                result.fetched += batch.fetched
+        finally:
+            unlock_source(lock_conn, source.source_id)
+    return result
+
+
+def pull_sources(
+    connect: Connect, discourse: DiscourseClient, workspace: str | None = None, log: Any = None
+) -> list[SourcePull]:
+    pulled_kinds = [name for name, kind in SOURCE_KINDS.items() if kind.pulled]
+    with connect() as conn:
+        if workspace:
+            get_workspace(conn, workspace)  # a mistyped name is an error, not "nothing to do"
+        sources = list_sources(conn, workspace or None, pulled_kinds)
+    context = PullContext(
+        connection=connect, discourse_client=discourse, secret_box=discourse.secret_box(), log=log
+    )
+    return [pull_source(connect, source, context) for source in sources]
+
+
+def apply_feedback_messages(connect: Connect, messages: list[Message]) -> BatchOutcome:
+    """Upsert the items of `feedback` queue messages in one transaction. A malformed message,
+    or one naming a source that is not that tenant's active webhook source, is rejected."""
+    outcome = BatchOutcome()
+    parsed = []
+    for message in messages:
+        try:
+            parsed.append((message, item_from_message(message.body)))
+        except (FeedbackValidationError, ValueError, TypeError) as exc:
+            outcome.rejected[message.receipt] = f"invalid feedback message: {exc}"
+    with connect() as conn:
+        rows = conn.execute(
+            """
+            select s.source_id, s.workspace_id, w.tenant_id
+            from control.feedback_sources s join control.workspaces w using (workspace_id)
+            where s.source_id = any(%s) and s.kind = 'webhook' and s.active
+            """,
+            (sorted({item.source_id for _, item in parsed}),),
+        ).fetchall()
+        known = {source_id: (workspace_id, tenant) for source_id, workspace_id, tenant in rows}
+        items = []
+        for message, item in parsed:
+            if known.get(item.source_id) != (item.workspace_id, item.tenant_id):
+                outcome.rejected[message.receipt] = (
+                    f"source {item.source_id} is not an active webhook source of workspace "
+                    f"{item.workspace_id} (tenant {item.tenant_id})"
+                )
+            else:
+                items.append(item)
+        upsert_items(conn, items)
+    return outcome
+
+
+# --- assets --------------------------------------------------------------------------------------
+
+
+class FeedbackPullConfig(dg.Config):
+    """Run config of `feedback_items`: which workspace to pull (empty: all), and what to do."""
+
+    workspace: str = ""
+    pull: bool = True
+    drain: bool = True
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "postgres"},
+    # The helpdesk source reads the tickets domain's tables.
+    deps=[dg.AssetKey("zendesk_tickets"), dg.AssetKey("zendesk_ticket_comments")],
+    description="Every piece of feedback in one format (raw.feedback_items): pulled from "
+    "Discourse and helpdesk sources, and pushed items drained from queue `feedback`.",
+    metadata={
+        "dagster/table_name": "raw.feedback_items",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("item_id", "text", description="hash of workspace, source, id"),
+                dg.TableColumn("workspace_id", "bigint"),
+                dg.TableColumn("tenant_id", "text"),
+                dg.TableColumn("source", "text", description="source kind"),
+                dg.TableColumn("external_id", "text"),
+                dg.TableColumn("author", "text"),
+                dg.TableColumn("text", "text", description="plain text, HTML removed"),
+                dg.TableColumn("created_at", "timestamptz"),
+                dg.TableColumn("raw_data", "jsonb"),
+            ]
+        ),
+    },
+)
+def feedback_items(
+    context: dg.AssetExecutionContext,
+    config: FeedbackPullConfig,
+    warehouse: WarehouseResource,
+    queues: QueueResource,
+    alerts: AlertsResource,
+    discourse: DiscourseClient,
+) -> dg.MaterializeResult:
+    metadata: dict[str, Any] = {}
+    if config.pull:
+        pulls = pull_sources(warehouse.connection, discourse, config.workspace, context.log)
+        for pull in pulls:
+            context.log.info(
+                f"{pull.source}: fetched {pull.fetched}, new {pull.counts.inserted}, "
+                f"updated {pull.counts.updated}{' (' + pull.skipped + ')' if pull.skipped else ''}"
+            )
+        metadata["sources_pulled"] = len([p for p in pulls if not p.skipped])
+        metadata["pulled_new"] = sum(p.counts.inserted for p in pulls)
+        metadata["pulled_updated"] = sum(p.counts.updated for p in pulls)
+        metadata["pulled_fetched"] = sum(p.fetched for p in pulls)
+    if config.drain:
+        report = drain(
+            queues,
+            FEEDBACK_QUEUE,
+            lambda batch: apply_feedback_messages(warehouse.connection, batch),
+            raise_alert=alerts.raise_alert,
+        )
+        metadata.update({f"queue_{k}": v for k, v in report.as_metadata().items()})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "scikitlearn", "postgres"},
+    deps=[feedback_items],
+    description="Language (py3langid), sentiment (VADER or a per-tenant classifier when it "
+    "beats VADER held out) and topics (TF-IDF + NMF per workspace) on raw.feedback_items.",
+    metadata={
+        "dagster/table_name": "raw.feedback_items",
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn("language", "text", description="detected language code"),
+                dg.TableColumn("language_score", "double precision"),
+                dg.TableColumn("sentiment_label", "text", description="positive|neutral|negative"),
+                dg.TableColumn("sentiment_score", "double precision", description="-1 .. 1"),
+                dg.TableColumn("sentiment_model", "text", description="engine that scored it"),
+                dg.TableColumn("topics", "jsonb", description="topic labels"),
+                dg.TableColumn("enriched_hash", "text", description="content hash enriched"),
+            ]
+        ),
+    },
+)
+def feedback_enrichment(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    # Imported here on purpose: enrichment loads scikit-learn and the language model, which
+    # would slow every load of the code location (and the webhook service, CLI) by seconds.
+    from assets.feedback.enrichment import enrich
+
+    report = enrich(warehouse.connection)
+    metadata: dict[str, Any] = {
+        "workspaces": report.workspaces,
+        "items_enriched": report.items_enriched,
+        "topic_assignments_changed": report.topics_updated,
+        "sentiment_engines": dg.MetadataValue.json(report.engines),
+        "topics": dg.MetadataValue.json(report.topic_labels),
+    }
+    if report.evaluations:
+        metadata["sentiment_evaluation"] = dg.MetadataValue.json(report.evaluations)
+        lines = ["| tenant | engine | accuracy | macro F1 | majority acc. | majority F1 |",
+                 "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+        for tenant, figures in sorted(report.evaluations.items()):
+            for engine in (name for name in figures if isinstance(figures[name], dict)):
+                if engine == "majority":
+                    continue
+                lines.append(
+                    f"| {tenant} | {engine}{' (chosen)' if figures['chosen'] == engine else ''} "
+                    f"| {figures[engine]['accuracy']:.3f} | {figures[engine]['macro_f1']:.3f} "
+                    f"| {figures['majority']['accuracy']:.3f} "
+                    f"| {figures['majority']['macro_f1']:.3f} |"
+                )
+        metadata["sentiment_evaluation_table"] = dg.MetadataValue.md("\n".join(lines))
+    context.log.info(f"enriched {report.items_enriched} item(s); engines {report.engines}")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# --- jobs and schedules ---------------------------------------------------------------------
+
+feedback_ingest_job = dg.define_asset_job(
+    "feedback_ingest_job",
+    selection=[feedback_items, feedback_enrichment],
+    description="Pull every active feedback source, drain queue `feedback`, enrich.",
+)
+
+feedback_pull_job = dg.define_asset_job(
+    "feedback_pull_job",
+    selection=[feedback_items, feedback_enrichment],
+    description="On demand: pull one workspace's sources now (set its name in the run config) "
+    "and enrich.",
+    config=dg.RunConfig(
+        ops={"feedback_items": FeedbackPullConfig(workspace="", pull=True, drain=False)}
+    ),
+)
+
+feedback_pull_schedule = dg.ScheduleDefinition(
+    name="feedback_pull_schedule",
+    job=feedback_ingest_job,
+    cron_schedule="*/15 * * * *",
+    description="Pull feedback sources every 15 minutes.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+insight_reports_schedule = dg.build_schedule_from_partitioned_job(
+    insight_reports_job,
+    name="insight_reports_schedule",
+    description="Write yesterday's feedback insight reports at 00:40 UTC.",
+    hour_of_day=0,
+    minute_of_hour=40,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=[feedback_items, feedback_enrichment, insight_reports],
+    jobs=[feedback_ingest_job, feedback_pull_job, insight_reports_job],
+    schedules=[feedback_pull_schedule, insight_reports_schedule],
+)

@@ -1,0 +1,336 @@
+"""Zendesk tickets, users and comments, one Dagster partition per desk.
+
+`zendesk_tickets` (with `zendesk_users` and groups from the same pages' sideloads) follows the
+cursor-based incremental ticket export; `zendesk_ticket_comments` follows the incremental ticket
+events export with comment events. Both resume from cursors kept in `control.desks`, committed
+page by page with the rows (see `assets/tickets/store.py`). Partitions are the desks' names, kept in
+step with `control.desks` by the desk sync sensor (`sensors/tickets.py`), which also launches
+`zendesk_desk_sync` runs. Asset checks: no duplicate (desk, ticket) rows, every comment's ticket
+exists, and each active desk synced recently.
+"""
+
+import dagster as dg
+import psycopg
+
+from assets.tickets.desks import Desk, DeskError, get_desk, open_desk_api, record_sync_result
+from assets.tickets.store import sync_comments, sync_tickets
+from resources.warehouse import WarehouseResource
+from resources.zendesk import ZendeskApi, ZendeskAuthError, ZendeskClient, ZendeskError
+
+DESK_PARTITIONS = dg.DynamicPartitionsDefinition(name="desks")
+DESK_SYNC_JOB = "zendesk_desk_sync"
+OWNERS = ["team:data-eng"]
+# a desk is stale when it has not finished a sync for this many sync intervals
+FRESHNESS_INTERVALS = 3
+
+
+def _columns(*pairs: tuple[str, str]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in pairs])
+
+
+TICKET_SCHEMA = _columns(
+    ("desk_id", "bigint"),
+    ("ticket_id", "bigint"),
+    ("tenant_id", "text"),
+    ("status", "text"),
+    ("subject", "text"),
+    ("priority", "text"),
+    ("ticket_type", "text"),
+    ("requester_id", "bigint"),
+    ("req_name", "text"),
+    ("req_email", "text"),
+    ("assignee_id", "bigint"),
+    ("assignee_name", "text"),
+    ("group_id", "bigint"),
+    ("group_name", "text"),
+    ("organization_id", "bigint"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("generated_at", "timestamptz"),
+    ("solved_at", "timestamptz"),
+    ("is_deleted", "boolean"),
+    ("raw_data", "jsonb"),
+)
+USER_SCHEMA = _columns(
+    ("desk_id", "bigint"),
+    ("user_id", "bigint"),
+    ("tenant_id", "text"),
+    ("name", "text"),
+    ("email", "text"),
+    ("role", "text"),
+    ("external_id", "text"),
+    ("raw_data", "jsonb"),
+)
+COMMENT_SCHEMA = _columns(
+    ("desk_id", "bigint"),
+    ("comment_id", "bigint"),
+    ("tenant_id", "text"),
+    ("ticket_id", "bigint"),
+    ("author_id", "bigint"),
+    ("public", "boolean"),
+    ("body", "text"),
+    ("created_at", "timestamptz"),
+    ("raw_data", "jsonb"),
+)
+
+
+def _load_desk(warehouse: WarehouseResource, name: str) -> Desk:
+    with warehouse.connection() as conn:
+        try:
+            return get_desk(conn, name)
+        except DeskError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+
+
+def _fail(warehouse: WarehouseResource, desk: Desk, exc: Exception) -> dg.Failure:
+    """Record the error on the desk and turn it into a Dagster failure naming the desk."""
+    message = str(exc) if isinstance(exc, ZendeskError) else f"desk {desk.name!r}: {exc}"
+    try:
+        with warehouse.connection() as conn:
+            record_sync_result(conn, desk.desk_id, message)
+    except psycopg.Error:
+        pass  # the database itself is what failed; the run's failure still says why
+    return dg.Failure(message, allow_retries=not isinstance(exc, ZendeskAuthError))
+
+
+def _request_metadata(api: ZendeskApi) -> dict:
+    stats = api.stats
+    return {
+        "requests": sum(stats.requests.values()),
+        "requests_by_endpoint": dict(stats.requests),
+        "throttled_429s": stats.throttled,
+        "retries": stats.retries,
+        "errors": dict(stats.errors),
+    }
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "zendesk_tickets",
+            description="Every ticket of every desk in its latest state (raw.zendesk_tickets): "
+            "indexed common columns plus raw_data, the whole API object; deleted tickets "
+            "marked is_deleted. Groups from the same pages go to raw.zendesk_groups.",
+            group_name="tickets",
+            owners=OWNERS,
+            kinds={"postgres", "python"},
+            metadata={
+                "dagster/column_schema": TICKET_SCHEMA,
+                "dagster/table_name": "raw.zendesk_tickets",
+            },
+        ),
+        dg.AssetSpec(
+            "zendesk_users",
+            description="Users sideloaded with the ticket export (raw.zendesk_users).",
+            group_name="tickets",
+            owners=OWNERS,
+            kinds={"postgres", "python"},
+            metadata={
+                "dagster/column_schema": USER_SCHEMA,
+                "dagster/table_name": "raw.zendesk_users",
+            },
+        ),
+    ],
+    partitions_def=DESK_PARTITIONS,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_duplicate_tickets",
+            asset="zendesk_tickets",
+            description="At most one row per (desk, ticket).",
+        )
+    ],
+)
+def zendesk_tickets(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, zendesk: ZendeskClient
+):
+    """Incremental ticket export (with users, groups, organizations, metric sets) for a desk."""
+    desk = _load_desk(warehouse, context.partition_key)
+    with open_desk_api(zendesk, desk) as api:
+        try:
+            stats = sync_tickets(
+                warehouse.connection,
+                api,
+                desk,
+                per_page=zendesk.page_size,
+                on_page=lambda s: context.log.debug(
+                    f"desk {desk.name}: page {s.pages}, {s.tickets_seen} tickets"
+                ),
+            )
+        except Exception as exc:
+            raise _fail(warehouse, desk, exc) from None
+        requests = _request_metadata(api)
+    context.log.info(
+        f"desk {desk.name}: {stats.tickets_seen} tickets in {stats.pages} pages "
+        f"({stats.inserted} new, {stats.updated} updated, {stats.deleted} deleted)"
+    )
+    yield dg.MaterializeResult(
+        asset_key="zendesk_tickets",
+        metadata={
+            "desk": desk.name,
+            "pages": stats.pages,
+            "tickets_seen": stats.tickets_seen,
+            "rows_inserted": stats.inserted,
+            "rows_updated": stats.updated,
+            "rows_deleted": stats.deleted,
+            "older_versions_skipped": stats.skipped_older,
+            "cursor": stats.cursor or "",
+            **requests,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="zendesk_users",
+        metadata={"desk": desk.name, "rows_written": stats.users_written},
+    )
+    with warehouse.connection() as conn:
+        duplicates = conn.execute(
+            """
+            select count(*) from (
+                select ticket_id from raw.zendesk_tickets where desk_id = %s
+                group by ticket_id having count(*) > 1
+            ) d
+            """,
+            (desk.desk_id,),
+        ).fetchone()[0]
+    yield dg.AssetCheckResult(
+        check_name="no_duplicate_tickets",
+        asset_key="zendesk_tickets",
+        passed=duplicates == 0,
+        metadata={"duplicate_ticket_ids": duplicates, "desk": desk.name},
+    )
+
+
+@dg.asset(
+    key="zendesk_ticket_comments",
+    deps=["zendesk_tickets"],
+    partitions_def=DESK_PARTITIONS,
+    group_name="tickets",
+    owners=OWNERS,
+    kinds={"postgres", "python"},
+    description="Every comment of every desk once (raw.zendesk_ticket_comments), from the "
+    "incremental ticket events export with comment events.",
+    metadata={
+        "dagster/column_schema": COMMENT_SCHEMA,
+        "dagster/table_name": "raw.zendesk_ticket_comments",
+    },
+    check_specs=[
+        dg.AssetCheckSpec(
+            "comment_tickets_exist",
+            asset="zendesk_ticket_comments",
+            description="Every comment's ticket is in raw.zendesk_tickets.",
+        )
+    ],
+)
+def zendesk_ticket_comments(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, zendesk: ZendeskClient
+):
+    """Comments from the ticket events export; a finished run marks the desk synced."""
+    desk = _load_desk(warehouse, context.partition_key)
+    with open_desk_api(zendesk, desk) as api:
+        try:
+            stats = sync_comments(
+                warehouse.connection, api, desk, per_page=zendesk.events_page_size
+            )
+        except Exception as exc:
+            raise _fail(warehouse, desk, exc) from None
+        requests = _request_metadata(api)
+    with warehouse.connection() as conn:
+        record_sync_result(conn, desk.desk_id, None)
+        orphans = conn.execute(
+            """
+            select count(*) from raw.zendesk_ticket_comments c
+            where c.desk_id = %s and not exists (
+                select 1 from raw.zendesk_tickets t
+                where t.desk_id = c.desk_id and t.ticket_id = c.ticket_id)
+            """,
+            (desk.desk_id,),
+        ).fetchone()[0]
+    context.log.info(
+        f"desk {desk.name}: {stats.inserted} new comments from {stats.events_seen} events "
+        f"in {stats.pages} pages"
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "desk": desk.name,
+            "pages": stats.pages,
+            "events_seen": stats.events_seen,
+            "rows_inserted": stats.inserted,
+            "overlap_duplicates": stats.duplicates,
+            "cursor": stats.cursor if stats.cursor is not None else -1,
+            **requests,
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="comment_tickets_exist",
+        passed=orphans == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"comments_without_ticket": orphans, "desk": desk.name},
+    )
+
+
+def stale_desks(conn, *, intervals: int = FRESHNESS_INTERVALS) -> list[tuple[str, str]]:
+    """(desk name, why) for active desks with no finished sync within `intervals` intervals."""
+    rows = conn.execute(
+        """
+        select name, last_synced_at,
+               extract(epoch from now() - last_synced_at)::bigint, sync_interval_seconds
+        from control.desks
+        where active and (last_synced_at is null
+            or last_synced_at < now() - make_interval(secs => sync_interval_seconds * %s))
+        order by name
+        """,
+        (intervals,),
+    ).fetchall()
+    return [
+        (
+            name,
+            "never synced" if last is None else f"last synced {age} s ago (interval {interval} s)",
+        )
+        for name, last, age, interval in rows
+    ]
+
+
+@dg.asset_check(
+    asset="zendesk_tickets",
+    name="desks_synced_recently",
+    description=f"Every active desk finished a sync within {FRESHNESS_INTERVALS} sync intervals.",
+)
+def desks_synced_recently(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        stale = stale_desks(conn)
+    return dg.AssetCheckResult(
+        passed=not stale,
+        metadata={"stale_desks": dg.MetadataValue.json(dict(stale)), "count": len(stale)},
+    )
+
+
+zendesk_desk_sync = dg.define_asset_job(
+    DESK_SYNC_JOB,
+    # the all-desks freshness check runs on its own schedule, not inside one desk's sync
+    selection=dg.AssetSelection.assets(
+        "zendesk_tickets", "zendesk_users", "zendesk_ticket_comments"
+    )
+    - dg.AssetSelection.checks(desks_synced_recently),
+    partitions_def=DESK_PARTITIONS,
+    description="Sync one desk: tickets, users and comments.",
+)
+
+desk_freshness_job = dg.define_asset_job(
+    "desk_freshness_check",
+    selection=dg.AssetSelection.checks(desks_synced_recently),
+    description="Check that every active desk synced recently.",
+)
+
+desk_freshness_schedule = dg.ScheduleDefinition(
+    job=desk_freshness_job,
+    cron_schedule="*/10 * * * *",
+    description="Check every 10 minutes that each active desk synced recently.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+defs = dg.Definitions(
+    assets=[zendesk_tickets, zendesk_ticket_comments],
+    asset_checks=[desks_synced_recently],
+    jobs=[zendesk_desk_sync, desk_freshness_job],
+    schedules=[desk_freshness_schedule],
+)

@@ -1,0 +1,396 @@
+"""Loading Zendesk export pages into PostgreSQL, one page per transaction.
+
+Each page's rows go through `COPY` into temporary staging tables, then one
+`INSERT ... ON CONFLICT ... DO UPDATE ... WHERE` per table, and the desk's new cursor is written
+in the same transaction, so a sync killed at any point resumes from the last committed page
+with nothing lost and nothing twice. The cursor update is guarded by the cursor the sync started
+from: if another sync moved it meanwhile, this page rolls back and the sync stops.
+
+The next ticket page is fetched in a background thread while the current one is written.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from assets.tickets.desks import Desk
+from assets.tickets.rules import (
+    COMMENT_COLUMNS,
+    GROUP_COLUMNS,
+    TICKET_COLUMNS,
+    USER_COLUMNS,
+    comment_rows,
+    group_rows,
+    next_events_start,
+    page_users,
+    ticket_rows,
+    user_rows,
+)
+from resources.zendesk import StartTimeTooRecent, TicketPage, ZendeskApi
+
+T = TypeVar("T")
+ConnectionFactory = Callable[[], Any]  # a context manager yielding a psycopg connection
+
+STAGING_DDL = {
+    "zendesk_tickets_stage": """
+        ticket_id bigint, status text, subject text, priority text, ticket_type text,
+        requester_id bigint, req_name text, req_email text, assignee_id bigint,
+        assignee_name text, group_id bigint, group_name text, organization_id bigint,
+        created_at timestamptz, updated_at timestamptz, generated_ts bigint,
+        solved_at timestamptz, raw_data jsonb, metric_set jsonb""",
+    "zendesk_users_stage": """
+        user_id bigint, name text, email text, role text, external_id text,
+        updated_at timestamptz, raw_data jsonb""",
+    "zendesk_groups_stage": "group_id bigint, name text, updated_at timestamptz, raw_data jsonb",
+    "zendesk_comments_stage": """
+        comment_id bigint, ticket_id bigint, author_id bigint, public boolean, body text,
+        created_at timestamptz, raw_data jsonb""",
+}
+
+# An older version of a ticket never overwrites a newer one: generated_timestamp first
+# (system updates move only that), then updated_at.
+UPSERT_TICKETS = """
+insert into raw.zendesk_tickets as t (
+    desk_id, tenant_id, ticket_id, status, subject, priority, ticket_type, requester_id,
+    req_name, req_email, assignee_id, assignee_name, group_id, group_name, organization_id,
+    created_at, updated_at, generated_at, solved_at, is_deleted, raw_data, metric_set)
+select %(desk_id)s::bigint, %(tenant_id)s::text, ticket_id, status, subject, priority,
+    ticket_type, requester_id, req_name, req_email, assignee_id, assignee_name, group_id,
+    group_name, organization_id, created_at, updated_at, to_timestamp(generated_ts), solved_at,
+    coalesce(status = 'deleted', false), raw_data, metric_set
+from zendesk_tickets_stage
+on conflict (desk_id, ticket_id) do update set
+    status = excluded.status, subject = excluded.subject, priority = excluded.priority,
+    ticket_type = excluded.ticket_type, requester_id = excluded.requester_id,
+    req_name = excluded.req_name, req_email = excluded.req_email,
+    assignee_id = excluded.assignee_id, assignee_name = excluded.assignee_name,
+    group_id = excluded.group_id, group_name = excluded.group_name,
+    organization_id = excluded.organization_id, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, generated_at = excluded.generated_at,
+    solved_at = excluded.solved_at, is_deleted = excluded.is_deleted,
+    raw_data = excluded.raw_data,
+    metric_set = coalesce(excluded.metric_set, t.metric_set), synced_at = now()
+where (t.generated_at, coalesce(t.updated_at, '-infinity'))
+   <= (excluded.generated_at, coalesce(excluded.updated_at, '-infinity'))
+returning (xmax = 0) as inserted, is_deleted
+"""
+
+UPSERT_USERS = """
+insert into raw.zendesk_users as u (
+    desk_id, tenant_id, user_id, name, email, role, external_id, updated_at, raw_data)
+select %(desk_id)s::bigint, %(tenant_id)s::text, user_id, name, email, role, external_id,
+    updated_at, raw_data
+from zendesk_users_stage
+on conflict (desk_id, user_id) do update set
+    name = excluded.name, email = excluded.email, role = excluded.role,
+    external_id = excluded.external_id, updated_at = excluded.updated_at,
+    raw_data = excluded.raw_data, synced_at = now()
+where coalesce(u.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
+"""
+
+UPSERT_GROUPS = """
+insert into raw.zendesk_groups as g (desk_id, tenant_id, group_id, name, updated_at, raw_data)
+select %(desk_id)s::bigint, %(tenant_id)s::text, group_id, name, updated_at, raw_data
+from zendesk_groups_stage
+on conflict (desk_id, group_id) do update set
+    name = excluded.name, updated_at = excluded.updated_at, raw_data = excluded.raw_data,
+    synced_at = now()
+where coalesce(g.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
+"""
+
+# Comments do not change once written; overlapping pages hit the key and are skipped.
+INSERT_COMMENTS = """
+insert into raw.zendesk_ticket_comments (
+    desk_id, tenant_id, comment_id, ticket_id, author_id, public, body, created_at, raw_data)
+select %(desk_id)s::bigint, %(tenant_id)s::text, comment_id, ticket_id, author_id, public,
+    body, created_at, raw_data
+from zendesk_comments_stage
+on conflict (desk_id, comment_id) do nothing
+"""
+
+
+class CursorMoved(RuntimeError):
+    """Another sync of the same desk committed a page meanwhile; this one stops."""
+
+
+def begin_page(conn: psycopg.Connection) -> None:
+    """Per page transaction: staging tables ready, and no wait for the WAL flush at commit.
+
+    Without a synchronous commit a crash of the database server can forget the last pages'
+    commits, but only whole transactions: rows and cursor together, so the next sync fetches
+    those pages again. Nothing is half-applied and nothing is lost.
+    """
+    conn.execute("set local synchronous_commit = off")
+    ensure_staging(conn)
+
+
+_staged: weakref.WeakKeyDictionary[psycopg.Connection, bool] = weakref.WeakKeyDictionary()
+
+
+def ensure_staging(conn: psycopg.Connection) -> None:
+    """Temporary staging tables (per connection), emptied at every commit.
+
+    On an idle connection they are created in a transaction of their own and remembered, so
+    a sync pays for this once; inside a transaction they are created there (and vanish with
+    it if it rolls back, which is why that case is not remembered).
+    """
+    if _staged.get(conn):
+        return
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        for name, columns in STAGING_DDL.items():
+            conn.execute(
+                sql.SQL("create temp table if not exists {} ({}) on commit delete rows").format(
+                    sql.Identifier(name), sql.SQL(columns)
+                )
+            )
+    if idle:
+        _staged[conn] = True
+
+
+def copy_rows(
+    conn: psycopg.Connection, table: str, columns: Iterable[str], rows: list[tuple]
+) -> None:
+    """COPY rows into `table` (text format; psycopg escapes each value in C)."""
+    statement = sql.SQL("copy {} ({}) from stdin").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
+def move_cursor(conn: psycopg.Connection, desk_id: int, column: str, old: Any, new: Any) -> None:
+    updated = conn.execute(
+        sql.SQL(
+            "update control.desks set {col} = %s, updated_at = now() "
+            "where desk_id = %s and {col} is not distinct from %s"
+        ).format(col=sql.Identifier(column)),
+        (new, desk_id, old),
+    ).rowcount
+    if updated != 1:
+        raise CursorMoved(
+            f"desk {desk_id}: {column} changed under this sync (another sync of the desk is "
+            "running); stopping without writing this page"
+        )
+
+
+@dataclass
+class TicketSyncStats:
+    pages: int = 0
+    tickets_seen: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped_older: int = 0
+    users_written: int = 0
+    groups_written: int = 0
+    cursor: str | None = None
+
+
+@dataclass
+class CommentSyncStats:
+    pages: int = 0
+    events_seen: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    cursor: int | None = None
+    seen: set[int] = field(default_factory=set, repr=False)
+
+
+@dataclass
+class PreparedPage:
+    """A ticket export page turned into rows (done in the fetch thread, off the write path)."""
+
+    tickets: list[tuple]
+    users: list[tuple]
+    groups: list[tuple]
+    after_cursor: str | None
+
+
+def prepare_ticket_page(
+    page: TicketPage, written_users: dict[int, Any], written_groups: dict[int, Any]
+) -> PreparedPage:
+    users = page_users(page)
+    return PreparedPage(
+        tickets=ticket_rows(page, users),
+        users=user_rows(users, written_users),
+        groups=group_rows(page.groups, written_groups),
+        after_cursor=page.after_cursor,
+    )
+
+
+def load_ticket_page(
+    conn: psycopg.Connection,
+    desk: Desk,
+    page: PreparedPage,
+    *,
+    old_cursor: str | None,
+    stats: TicketSyncStats,
+) -> str | None:
+    """Write one prepared ticket page and its cursor in the caller's transaction."""
+    new_cursor = page.after_cursor or old_cursor
+    params = {"desk_id": desk.desk_id, "tenant_id": desk.tenant_id}
+    begin_page(conn)
+    if page.users:
+        copy_rows(conn, "zendesk_users_stage", USER_COLUMNS, page.users)
+        conn.execute(UPSERT_USERS, params)
+    if page.groups:
+        copy_rows(conn, "zendesk_groups_stage", GROUP_COLUMNS, page.groups)
+        conn.execute(UPSERT_GROUPS, params)
+    if page.tickets:
+        copy_rows(conn, "zendesk_tickets_stage", TICKET_COLUMNS, page.tickets)
+        applied = conn.execute(UPSERT_TICKETS, params).fetchall()
+        inserted = sum(1 for ins, _ in applied if ins)
+        stats.inserted += inserted
+        stats.updated += len(applied) - inserted
+        stats.deleted += sum(1 for _, deleted in applied if deleted)
+        stats.skipped_older += len(page.tickets) - len(applied)
+    move_cursor(conn, desk.desk_id, "ticket_cursor", old_cursor, new_cursor)
+    stats.pages += 1
+    stats.tickets_seen += len(page.tickets)
+    stats.users_written += len(page.users)
+    stats.groups_written += len(page.groups)
+    stats.cursor = new_cursor
+    return new_cursor
+
+
+def prefetched(pages: Iterable[T]) -> Iterator[T]:
+    """Iterate `pages` one item ahead in a background thread (fetch N+1 while writing N)."""
+    iterator = iter(pages)
+    sentinel: Any = object()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zendesk-prefetch")
+    try:
+        future = pool.submit(next, iterator, sentinel)
+        while (item := future.result()) is not sentinel:
+            future = pool.submit(next, iterator, sentinel)
+            yield item
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def sync_tickets(
+    connection: ConnectionFactory,
+    api: ZendeskApi,
+    desk: Desk,
+    *,
+    per_page: int = 1000,
+    on_page: Callable[[TicketSyncStats], None] | None = None,
+) -> TicketSyncStats:
+    """Export tickets (with sideloads) from the desk's cursor to the end of the stream."""
+    stats = TicketSyncStats(cursor=desk.ticket_cursor)
+    cursor = desk.ticket_cursor
+    written_users: dict[int, Any] = {}
+    written_groups: dict[int, Any] = {}
+    prepared = (
+        prepare_ticket_page(page, written_users, written_groups)
+        for page in api.export_tickets(cursor=cursor, start_time=0, per_page=per_page)
+    )
+    # one connection for the whole sync, one transaction per page
+    with connection() as conn:
+        ensure_staging(conn)
+        for page in prefetched(prepared):
+            with conn.transaction():
+                cursor = load_ticket_page(conn, desk, page, old_cursor=cursor, stats=stats)
+            if on_page:
+                on_page(stats)
+    return stats
+
+
+def load_comment_page(
+    conn: psycopg.Connection,
+    desk: Desk,
+    events: list[dict],
+    *,
+    old_cursor: int | None,
+    new_cursor: int,
+    stats: CommentSyncStats,
+) -> None:
+    rows = comment_rows(events, stats.seen)
+    begin_page(conn)
+    inserted = 0
+    if rows:
+        copy_rows(conn, "zendesk_comments_stage", COMMENT_COLUMNS, rows)
+        inserted = conn.execute(
+            INSERT_COMMENTS, {"desk_id": desk.desk_id, "tenant_id": desk.tenant_id}
+        ).rowcount
+    move_cursor(conn, desk.desk_id, "events_cursor", old_cursor, new_cursor)
+    stats.pages += 1
+    stats.events_seen += len(events)
+    stats.inserted += inserted
+    stats.duplicates += len(rows) - inserted
+    stats.cursor = new_cursor
+
+
+def sync_comments(
+    connection: ConnectionFactory,
+    api: ZendeskApi,
+    desk: Desk,
+    *,
+    per_page: int = 1000,
+    on_page: Callable[[CommentSyncStats], None] | None = None,
+) -> CommentSyncStats:
+    """Comments from the ticket events export, from the desk's events cursor to the end."""
+    stored = desk.events_cursor
+    start = stored or 0
+    stats = CommentSyncStats(cursor=stored)
+    with connection() as conn:
+        ensure_staging(conn)
+        _sync_comment_pages(conn, api, desk, start, stored, per_page, stats, on_page)
+    return stats
+
+
+def _sync_comment_pages(
+    conn: psycopg.Connection,
+    api: ZendeskApi,
+    desk: Desk,
+    start: int,
+    stored: int | None,
+    per_page: int,
+    stats: CommentSyncStats,
+    on_page: Callable[[CommentSyncStats], None] | None,
+) -> None:
+    while True:
+        try:
+            page = api.ticket_events(start, per_page)
+        except StartTimeTooRecent:
+            break  # the cursor is within Zendesk's last minute: nothing to fetch yet
+        events = page.get("ticket_events") or []
+        end_time = int(page.get("end_time") or start)
+        following = next_events_start(start, end_time, len(events))
+        with conn.transaction():
+            load_comment_page(
+                conn, desk, events, old_cursor=stored, new_cursor=following, stats=stats
+            )
+        stored = following
+        if on_page:
+            on_page(stats)
+        if page.get("end_of_stream") or following == start:
+            break
+        start = following
+
+
+def repair_ticket_comments(
+    connection: ConnectionFactory, api: ZendeskApi, desk: Desk, ticket_id: int
+) -> int:
+    """Re-read one ticket's comments through the per-ticket endpoint and add any that are
+    missing (the repair path; the bulk path is the events export). Returns rows added."""
+    comments = api.ticket_comments(ticket_id)
+    events = [{"ticket_id": ticket_id, "child_events": comments}]
+    rows = comment_rows(events, set())
+    if not rows:
+        return 0
+    with connection() as conn:
+        begin_page(conn)
+        copy_rows(conn, "zendesk_comments_stage", COMMENT_COLUMNS, rows)
+        return conn.execute(
+            INSERT_COMMENTS, {"desk_id": desk.desk_id, "tenant_id": desk.tenant_id}
+        ).rowcount

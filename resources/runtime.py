@@ -1,0 +1,72 @@
+"""Settings -> resources: the one function that builds the platform's resources.
+
+The code location, the CLI, the webhook service and the tests all call `build_resources`.
+Values that came from the environment are given to Dagster as `dg.EnvVar` (see
+`Settings.for_dagster`), so the Dagster UI shows a variable's name, never its value. Resources
+that need the warehouse take it as a nested resource.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from resources.alerts import AlertsResource
+from resources.discourse import DiscourseClient
+from resources.queues import PostgresQueues, QueueResource
+from resources.settings import Settings
+from resources.sqs import SqsQueues
+from resources.storage import ExportStorage
+from resources.warehouse import WarehouseResource, ensure_ready
+from resources.zendesk import ZendeskClient
+
+
+def make_warehouse(settings: Settings, *, for_dagster: bool = False) -> WarehouseResource:
+    database_url = (
+        settings.for_dagster("SUPPORTFLOW_DATABASE_URL", settings.database_url)
+        if for_dagster
+        else settings.database_url or ""
+    )
+    return WarehouseResource(database_url=database_url, home=str(settings.home))
+
+
+def make_queues(settings: Settings, *, for_dagster: bool = False) -> QueueResource:
+    warehouse = make_warehouse(settings, for_dagster=for_dagster)
+    if settings.queue_backend == "sqs":
+        # The ack ledger (control.queue_acks) lives in the warehouse with either backend.
+        return SqsQueues(
+            prefix=settings.sqs_prefix,
+            endpoint_url=settings.aws_endpoint_url or "",
+            warehouse=warehouse,
+        )
+    return PostgresQueues(warehouse=warehouse)
+
+
+def build_resources(settings: Settings, *, for_dagster: bool = True) -> dict[str, Any]:
+    """The resources every asset, sensor and job may ask for, by name."""
+    warehouse = make_warehouse(settings, for_dagster=for_dagster)
+    home = str(settings.home)
+    secret_key = (
+        settings.for_dagster("SUPPORTFLOW_SECRET_KEY", settings.secret_key)
+        if for_dagster
+        else settings.secret_key or ""
+    )
+    return {
+        "warehouse": warehouse,
+        "queues": make_queues(settings, for_dagster=for_dagster),
+        "alerts": AlertsResource(
+            warehouse=warehouse,
+            sns_topic_arn=settings.alert_sns_topic_arn or "",
+            aws_endpoint_url=settings.aws_endpoint_url or "",
+        ),
+        "export_storage": ExportStorage(
+            export_url=settings.export_url, aws_endpoint_url=settings.aws_endpoint_url or ""
+        ),
+        "zendesk": ZendeskClient(home=home, secret_key=secret_key),
+        "discourse": DiscourseClient(home=home, secret_key=secret_key),
+    }
+
+
+def warehouse_url(settings: Settings) -> str:
+    """Start the embedded server if needed, migrate, and return the warehouse URL."""
+    return ensure_ready(settings.database_url, Path(settings.home))

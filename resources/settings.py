@@ -1,0 +1,150 @@
+"""Configuration read from the environment, in one place.
+
+This is the only module that reads `os.environ`: every other module receives a `Settings` (or
+values from it). A value supportflow cannot use is one `ConfigError` naming the variable. The
+variable names are part of the contract in ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+
+
+class ConfigError(ValueError):
+    """A setting has a value supportflow cannot use."""
+
+
+QUEUE_BACKENDS = ("postgres", "sqs")
+DEFAULT_TICKET_CLOSE_AFTER_MINUTES = 24 * 60
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def _zone(env: Mapping[str, str], name: str) -> str:
+    raw = (env.get(name) or "UTC").strip()
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{name} must be an IANA time zone such as Europe/Berlin, not {raw!r}"
+        ) from None
+    return raw
+
+
+def _pod(env: Mapping[str, str], name: str) -> str:
+    raw = (env.get(name) or "default").strip()
+    if not raw.replace("-", "").isalnum():
+        raise ConfigError(f"{name} must be letters, digits and dashes, not {raw!r}")
+    return raw
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None
+    queue_backend: str
+    sqs_prefix: str
+    aws_endpoint_url: str | None
+    secret_key: str | None
+    export_url: str
+    pod: str
+    alert_sns_topic_arn: str | None
+    mailgun_signing_key: str | None
+    sendgrid_public_key: str | None
+    ses_topic_arns: tuple[str, ...]
+    activity_retention_days: int | None = None
+    email_default_pod: str = "default"
+    email_timezone: str = "UTC"
+    email_internal_senders: tuple[str, ...] = ()
+    email_retention_days: int = 7
+    ticket_close_after_minutes: int = DEFAULT_TICKET_CLOSE_AFTER_MINUTES
+    # The names of the variables that were set in the process environment: their values are
+    # handed to Dagster as `dg.EnvVar`, so the UI shows a variable's name, never its value.
+    from_process_env: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("SUPPORTFLOW_HOME") or "./.supportflow").expanduser().resolve()
+        backend = (env.get("SUPPORTFLOW_QUEUE_BACKEND") or "postgres").strip().lower()
+        if backend not in QUEUE_BACKENDS:
+            raise ConfigError(
+                f"SUPPORTFLOW_QUEUE_BACKEND must be one of {', '.join(QUEUE_BACKENDS)}, "
+                f"not {backend!r}"
+            )
+        retention = env.get("SUPPORTFLOW_ACTIVITY_RETENTION_DAYS")
+        return cls(
+            home=home,
+            database_url=env.get("SUPPORTFLOW_DATABASE_URL") or None,
+            queue_backend=backend,
+            sqs_prefix=env.get("SUPPORTFLOW_SQS_PREFIX") or "supportflow-",
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            secret_key=env.get("SUPPORTFLOW_SECRET_KEY") or None,
+            export_url=env.get("SUPPORTFLOW_EXPORT_URL") or str(home / "exports"),
+            pod=_pod(env, "SUPPORTFLOW_POD"),
+            alert_sns_topic_arn=env.get("SUPPORTFLOW_ALERT_SNS_TOPIC_ARN") or None,
+            mailgun_signing_key=env.get("MAILGUN_WEBHOOK_SIGNING_KEY") or None,
+            sendgrid_public_key=env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
+            ses_topic_arns=_csv(env, "SES_SNS_TOPIC_ARNS"),
+            activity_retention_days=(
+                _int(env, "SUPPORTFLOW_ACTIVITY_RETENTION_DAYS", 0) if retention else None
+            ),
+            email_default_pod=_pod(env, "SUPPORTFLOW_EMAIL_DEFAULT_POD"),
+            email_timezone=_zone(env, "SUPPORTFLOW_EMAIL_TIMEZONE"),
+            email_internal_senders=_csv(env, "SUPPORTFLOW_EMAIL_INTERNAL_SENDERS"),
+            email_retention_days=_int(env, "SUPPORTFLOW_EMAIL_RETENTION_DAYS", 7),
+            ticket_close_after_minutes=_int(
+                env, "SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", DEFAULT_TICKET_CLOSE_AFTER_MINUTES
+            ),
+            from_process_env=frozenset(
+                name for name in _SECRET_VARIABLES if environ is None and env.get(name)
+            ),
+        )
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def for_dagster(self, variable: str, value: Any) -> Any:
+        """`value` as Dagster resource config: a `dg.EnvVar` when it came from the process
+        environment (the UI then shows the variable's name), else the plain value."""
+        if variable in self.from_process_env:
+            if isinstance(value, int):
+                return dg.EnvVar.int(variable)
+            return dg.EnvVar(variable)
+        return "" if value is None else value
+
+
+# Values handed to Dagster by name rather than by value.
+_SECRET_VARIABLES = (
+    "SUPPORTFLOW_DATABASE_URL",
+    "SUPPORTFLOW_SECRET_KEY",
+    "SUPPORTFLOW_ACTIVITY_RETENTION_DAYS",
+)
+
+
+def set_process_environ(values: Mapping[str, str]) -> None:
+    """Export variables to this process and its children (dbt's profile, DAGSTER_HOME)."""
+    os.environ.update(values)

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.activities.export import day_bounds, export_copy_query, export_day  # noqa: E402
+from assets.activities.rules import activity_key  # noqa: E402
 from assets.activities.store import IngestTally, activity_batch_applier  # noqa: E402
 from resources.queues import drain  # noqa: E402
 from resources.runtime import build_resources, warehouse_url  # noqa: E402
@@ -64,7 +65,7 @@ def bench_ingest(resources: dict, db, count: int, rounds: int) -> None:
         )
         bodies = events(count, now)
         started = time.perf_counter()
-        queues.send("activities", bodies)
+        queues.send("activities", bodies, dedup_key=activity_key)
         publish.append(count / (time.perf_counter() - started))
         tally = IngestTally()
         started = time.perf_counter()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets.activities.rules import activity_key  # noqa: E402
 from resources.queues import PostgresQueues  # noqa: E402
 from resources.warehouse import (  # noqa: E402
     WarehouseResource,
@@ -54,7 +55,7 @@ def make_bodies(count: int, size: int = 500) -> list[dict]:
 def run_round(queues: PostgresQueues, bodies: list[dict], send_batch: int, receive_batch: int):
     started = time.perf_counter()
     for start in range(0, len(bodies), send_batch):
-        queues.send(QUEUE, bodies[start : start + send_batch])
+        queues.send(QUEUE, bodies[start : start + send_batch], dedup_key=activity_key)
     sent = time.perf_counter()
     receive_seconds = ack_seconds = 0.0
     received = 0

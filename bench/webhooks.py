@@ -95,7 +95,8 @@ def main() -> None:
     import psycopg
 
     from assets.email.defs import EmailDelivery, delivery_events
-    from assets.email.store import parse_sent_notification, store_sent_notifications
+    from assets.email.rules import parse_sent_notification, receipt_key
+    from assets.email.store import store_sent_notifications
     from resources.runtime import build_resources, warehouse_url
     from resources.settings import Settings
     from resources.warehouse import close_pools, stop_embedded_server
@@ -171,7 +172,7 @@ def main() -> None:
                         messages += normalise_sendgrid([data])
             with psycopg.connect(url) as conn:
                 store_sent_notifications(conn, notifications)
-            resources["queues"].send("email_events.default", messages)
+            resources["queues"].send("email_events.default", messages, dedup_key=receipt_key)
             started = time.perf_counter()
             result = dg.materialize(
                 [delivery_events],

@@ -6,20 +6,23 @@ input gets one line on stderr and exit code 2; nothing half-written.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from orchestration.commands import (
     UserError,
     activities,
+    api,
+    conversations,
     demo,
     email,
     feedback,
     load_settings,
     sandbox,
+    secrets,
     tickets,
     webhooks,
 )
@@ -79,8 +82,13 @@ def queue() -> None:
     """Message queues."""
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every line a JSON object; the first bad line is an error naming its number."""
+def read_jsonl(path: Path, dedup_key: Any = None) -> list[dict]:
+    """Every line a JSON object that a queue can take; the first bad line is an error naming
+    its number and the reason (not JSON, nested too deep, content PostgreSQL jsonb cannot
+    store such as NaN, \\u0000 or a lone surrogate, or over the 256 KiB message limit)."""
+    from resources.payloads import PayloadError, encode_message, loads
+    from resources.queues import dedup_id_for
+
     bodies: list[dict] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -90,11 +98,15 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            body = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON: {exc.msg}") from exc
+            body = loads(line)
+        except PayloadError as exc:
+            raise UserError(f"{path}:{number}: {exc}") from None
         if not isinstance(body, dict):
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(body).__name__}")
+        try:
+            encode_message(body, dedup_id_for(body, dedup_key))
+        except PayloadError as exc:
+            raise UserError(f"{path}:{number}: the message {exc}") from None
         bodies.append(body)
     return bodies
 
@@ -103,7 +115,9 @@ def read_jsonl(path: Path) -> list[dict]:
 @click.argument("queue_name", metavar="QUEUE")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def queue_send(queue_name: str, file: Path) -> None:
-    """Publish FILE.jsonl (one JSON object a line) to QUEUE."""
+    """Publish FILE.jsonl (one JSON object a line) to QUEUE, each message known by the idempotency
+    key its domain declares for QUEUE."""
+    from orchestration.message_keys import message_key
     from resources.queues import QueueError, validate_queue_name
     from resources.runtime import make_queues, warehouse_url
 
@@ -111,11 +125,14 @@ def queue_send(queue_name: str, file: Path) -> None:
         validate_queue_name(queue_name)
     except QueueError as exc:
         raise UserError(str(exc)) from exc
-    bodies = read_jsonl(file)
+    bodies = read_jsonl(file, message_key(queue_name))
     settings = load_settings()
     if settings.queue_backend == "postgres":
         warehouse_url(settings)
-    sent = make_queues(settings).send(queue_name, bodies)
+    try:
+        sent = make_queues(settings).send(queue_name, bodies, dedup_key=message_key(queue_name))
+    except QueueError as exc:
+        raise UserError(f"could not send to {queue_name}: {exc}") from None
     click.echo(f"sent {sent} message(s) to {queue_name}")
 
 
@@ -142,34 +159,33 @@ def queue_stats() -> None:
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
 def dev(port: int, host: str) -> None:
-    """Open the Dagster UI (and daemon) on the supportflow code location."""
-    import os
-
+    """Open the Dagster UI (and daemon) on the supportflow code location; Ctrl-C or SIGTERM
+    stops all of it."""
+    from orchestration.dev import dev_commands, supervise
     from orchestration.instance import write_instance
     from resources.runtime import warehouse_url
+    from resources.settings import dev_environment, put_first_on_path
 
     settings = load_settings()
     warehouse_url(settings)
     write_instance(settings)
-    os.execvp(
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-m",
-            "orchestration.definitions",
-            "-h",
-            host,
-            "-p",
-            str(port),
-        ],
-    )
+    put_first_on_path(str(Path(sys.executable).parent))  # dbt, for the manifest (prepare_if_dev)
+    sys.exit(supervise(dev_commands(host, port), dev_environment()))
 
 
 def _register_domains() -> None:
-    for commands in (demo, activities, webhooks, email, sandbox, tickets, feedback):
+    for commands in (
+        demo,
+        activities,
+        webhooks,
+        email,
+        sandbox,
+        tickets,
+        feedback,
+        api,
+        conversations,
+        secrets,
+    ):
         commands.register(cli)
 
 

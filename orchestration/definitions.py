@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.activities import defs as activities
 from assets.analytics import defs as analytics
+from assets.conversations import defs as conversations
 from assets.email import defs as email
 from assets.feedback import defs as feedback
 from assets.tickets import defs as tickets
@@ -14,6 +15,7 @@ from resources.runtime import build_resources
 from resources.settings import Settings
 from sensors import activities as activity_sensors
 from sensors import alerts as run_alerts
+from sensors import conversations as conversation_sensors
 from sensors import email as email_sensors
 from sensors import feedback as feedback_sensors
 from sensors import tickets as ticket_sensors
@@ -30,6 +32,8 @@ defs = dg.Definitions.merge(
     email_sensors.build_defs(settings.pod),
     feedback.defs,
     feedback_sensors.defs,
+    conversations.build_defs(settings),
+    conversation_sensors.defs,
     analytics.defs,
     run_alerts.defs,
     maintenance.defs,

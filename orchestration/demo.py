@@ -34,6 +34,35 @@ DEMO_NOTIFICATIONS = 36
 DEMO_WORKSPACE = "demo"
 DEMO_FORUM_POSTS = 60
 DEMO_PUSHED_FEEDBACK = 24
+# Conversations: a generated stream of channel messages over the backfill days; the last message
+# is sent 36 h before the demo's clock and agents act 26 h before it, so their solved and pending
+# tickets are due for closure (24 h) when the demo runs the closure job; a second round of
+# actions an hour before the clock leaves tickets solved, pending and in follow-up, not yet due.
+DEMO_CONVERSATION_AUTHORS = 150
+DEMO_CONVERSATION_MESSAGES = 1500
+DEMO_CONVERSATIONS_QUIET_HOURS = 36
+DEMO_AGENTS_ACT_HOURS_AGO = 26
+DEMO_WORK_QUEUES: dict[str, tuple[int, dict[str, Any]]] = {
+    # name: (priority, condition)
+    "urgent": (
+        30,
+        {
+            "any": [
+                {"field": "priority", "op": "in", "value": ["high", "urgent"]},
+                {"field": "tags", "op": "contains", "value": "vip"},
+            ]
+        },
+    ),
+    "unhappy": (20, {"field": "sentiment", "op": "eq", "value": "negative"}),
+    "social": (
+        10,
+        {"field": "channel", "op": "in", "value": ["facebook", "instagram", "x", "linkedin"]},
+    ),
+    "private-channels": (
+        10,
+        {"not": {"field": "channel", "op": "in", "value": ["facebook", "instagram", "x"]}},
+    ),
+}
 
 # Tables in the summary, in the order data flows through them.
 SUMMARY_TABLES = (
@@ -44,14 +73,23 @@ SUMMARY_TABLES = (
     "raw.notifications",
     "raw.delivery_events",
     "raw.feedback_items",
+    "raw.conversation_threads",
+    "raw.conversation_tickets",
+    "raw.conversation_messages",
+    "raw.ticket_state_changes",
+    "raw.work_queue_members",
     "analytics.template_stats_daily",
     "analytics.insight_reports",
+    "analytics.queue_counters",
+    "analytics.conversation_daily",
     "analytics.fct_tickets",
     "analytics.fct_ticket_comments",
     "analytics.agg_activity_daily",
     "analytics.fct_notifications",
     "analytics.template_delivery_7d",
     "analytics.agg_feedback_daily",
+    "analytics.fct_conversation_tickets",
+    "analytics.agg_conversation_daily",
 )
 
 ANALYST_SQL = """\
@@ -63,7 +101,13 @@ from analytics.fct_tickets group by group_name order by tickets desc;
 
 -- delivery rate per template, the last 7 days plus today
 select template_id, sent, delivered, permanent_failures, delivery_rate
-from analytics.template_delivery_7d order by sent desc;"""
+from analytics.template_delivery_7d order by sent desc;
+
+-- conversations per channel: tickets, median first response, reopens, ratings
+select channel, count(*) as tickets,
+       percentile_cont(0.5) within group (order by first_response_seconds) as median_response_s,
+       sum(reopen_count) as reopens, round(avg(star_rating), 2) as avg_stars
+from analytics.fct_conversation_tickets group by channel order by tickets desc;"""
 
 
 @dataclass
@@ -354,8 +398,10 @@ def sync_desk(run: DemoRun) -> str:
 
 
 def ingest_activities(run: DemoRun) -> str:
+    from assets.activities.rules import activity_key
+
     events = demo_activities(DEMO_TENANT, demo_now().date(), DEMO_TICKETS)
-    run.defs.resources["queues"].send("activities", events)
+    run.defs.resources["queues"].send("activities", events, dedup_key=activity_key)
     launched = tick_sensor(run, "activities_queue_sensor")
     count = row_counts(run.database_url, ("raw.activities",)).get("raw.activities", 0)
     return (
@@ -370,6 +416,7 @@ def email_delivery(run: DemoRun) -> str:
     lags), then the sensors: sent emails, router, receipts."""
     import httpx
 
+    from assets.email.rules import notification_key
     from sandbox.email_events import EmailEventGenerator
 
     generator = EmailEventGenerator(run.provider_keys, seed=DEMO_SEED)
@@ -377,7 +424,7 @@ def email_delivery(run: DemoRun) -> str:
         [DEMO_TENANT], DEMO_NOTIFICATIONS, demo_now(), days=DEMO_DAYS, never_sent=0
     )
     queues = run.defs.resources["queues"]
-    queues.send("email_sent", scenario.notifications)
+    queues.send("email_sent", scenario.notifications, dedup_key=notification_key)
     statuses: Counter[int] = Counter()
     with httpx.Client(base_url=run.webhooks_url, timeout=30) as client:
         for request in scenario.requests:
@@ -385,7 +432,7 @@ def email_delivery(run: DemoRun) -> str:
             statuses[response.status_code] += 1
     if set(statuses) - {200, 201, 202, 204}:
         raise DemoFailed(f"the webhook service refused signed webhooks: {dict(statuses)}")
-    queues.send("email_sent", scenario.late_notifications)
+    queues.send("email_sent", scenario.late_notifications, dedup_key=notification_key)
     launched = []
     for sensor in (
         "email_sent_queue_sensor",
@@ -397,6 +444,90 @@ def email_delivery(run: DemoRun) -> str:
         f"{len(scenario.notifications) + len(scenario.late_notifications)} sent emails, "
         f"{len(scenario.requests)} signed webhooks over HTTP (HTTP "
         f"{'/'.join(map(str, sorted(statuses)))}), runs: {', '.join(launched) or 'none'}"
+    )
+
+
+def demo_conversation_stream(now: datetime) -> Any:
+    """The demo tenant's channels: six origins, customers writing over the backfill days until
+    DEMO_CONVERSATIONS_QUIET_HOURS before `now`. Message and event ids depend on the seed only,
+    so a later demo re-sends the same messages and nothing changes twice."""
+    from sandbox.conversations import ConversationStream
+
+    start = now - timedelta(days=DEMO_DAYS)
+    quiet = timedelta(hours=DEMO_CONVERSATIONS_QUIET_HOURS)
+    return ConversationStream(
+        seed=DEMO_SEED,
+        tenants=(DEMO_TENANT,),
+        origins_per_tenant=6,
+        authors=DEMO_CONVERSATION_AUTHORS,
+        messages=DEMO_CONVERSATION_MESSAGES,
+        start=start,
+        days=(now - quiet - start) / timedelta(days=1),
+    )
+
+
+def register_conversations(run: DemoRun) -> str:
+    """The demo tenant's origins (one per channel) and its work queues, each added once."""
+    from assets.conversations.store import (
+        add_origin,
+        list_origins,
+        list_work_queues,
+        save_work_queue,
+    )
+
+    stream = demo_conversation_stream(demo_now())
+    added = []
+    with _connection(run) as conn:
+        known = {origin.ref for origin in list_origins(conn, DEMO_TENANT)}
+        for origin in stream.origins():
+            if origin.ref not in known:
+                add_origin(conn, origin.tenant_id, origin.name, origin.channel, origin.ref)
+                added.append(f"origin {origin.name} ({origin.channel})")
+        queues = {queue.name for queue in list_work_queues(conn, DEMO_TENANT)}
+        for name, (priority, condition) in DEMO_WORK_QUEUES.items():
+            if name not in queues:
+                save_work_queue(
+                    conn, DEMO_TENANT, name, condition=condition, priority=priority, create=True
+                )
+                added.append(f"work queue {name}")
+    return f"tenant {DEMO_TENANT}: " + (", ".join(added) if added else "already registered")
+
+
+def ingest_conversations(run: DemoRun) -> str:
+    """Channel messages on queue `messages` (duplicates, reordering, moderation included), the
+    queue sensor's drain; then agents' actions on the first tickets on `conversation_events`
+    and its sensor's drain; then the closure job, as its schedule would run it."""
+    from orchestration.message_keys import message_key
+
+    now = demo_now()
+    stream = demo_conversation_stream(now)
+    queues = run.defs.resources["queues"]
+    bodies = stream.messages()
+    queues.send("messages", bodies, dedup_key=message_key("messages"))
+    launched = tick_sensor(run, "conversation_messages_queue_sensor")
+    threads = len(stream.truth().threads())
+    with _connection(run) as conn:
+        sequences = [
+            row[0]
+            for row in conn.execute(
+                "select sequence from raw.conversation_tickets"
+                " where tenant_id = %s and sequence <= %s order by sequence",
+                (DEMO_TENANT, threads),
+            ).fetchall()
+        ]
+    tickets = [(DEMO_TENANT, n) for n in sequences]
+    events = stream.events_for(tickets, now - timedelta(hours=DEMO_AGENTS_ACT_HOURS_AGO))
+    events += stream.events_for(tickets, now - timedelta(hours=1), wave=1)
+    queues.send("conversation_events", events, dedup_key=message_key("conversation_events"))
+    launched += tick_sensor(run, "conversation_events_queue_sensor")
+    run_job(run, "conversation_closure")
+    launched.append("conversation_closure")
+    dead = sum(len(queues.dead_letters(name)) for name in ("messages", "conversation_events"))
+    if dead:
+        raise DemoFailed(f"{dead} conversation messages or events were dead-lettered")
+    return (
+        f"published {len(bodies)} channel messages ({stream.truth().duplicates} re-sent) and "
+        f"{len(events)} agent actions on {len(sequences)} tickets; runs: {', '.join(launched)}"
     )
 
 
@@ -425,8 +556,9 @@ def demo_feedback(today: date, count: int = DEMO_PUSHED_FEEDBACK) -> list[dict]:
 
 
 def register_workspace(run: DemoRun) -> str:
-    """Workspace `demo` with a Discourse forum (the sandbox), the demo desk's tickets and a
-    webhook; the webhook's bearer token is issued afresh for this run (only its hash is kept)."""
+    """Workspace `demo` with a Discourse forum (the sandbox), the demo desk's tickets, the
+    tenant's conversations and a webhook; the webhook's bearer token is issued afresh for this
+    run (only its hash is kept)."""
     from assets.feedback.rules import SourceRef
     from assets.feedback.sources import source_kind
     from assets.feedback.store import (
@@ -442,6 +574,7 @@ def register_workspace(run: DemoRun) -> str:
     wanted = {
         "forum": ("discourse", {"base-url": run.sandbox_url, "since": since}),
         "tickets": ("zendesk", {"desk": (DEMO_DESK,)}),
+        "conversations": ("conversations", {}),
         "push": ("webhook", {}),
     }
     with _connection(run) as conn:
@@ -491,7 +624,7 @@ def ingest_feedback(run: DemoRun) -> str:
     if response.status_code // 100 != 2:
         raise DemoFailed(f"pushing feedback got HTTP {response.status_code}: {response.text}")
     drained = tick_sensor(run, "feedback_queue_sensor") or ["nothing (all seen before)"]
-    # the pull the 15-minute schedule would make: the forum and the desk's rated tickets
+    # the pull the 15-minute schedule would make: the forum, the desk's tickets, conversations
     pull_config = {"ops": {"feedback_items": {"config": {"workspace": DEMO_WORKSPACE}}}}
     run_job(run, "feedback_pull_job", run_config=pull_config)
     with _connection(run) as conn:
@@ -510,16 +643,18 @@ def ingest_feedback(run: DemoRun) -> str:
 
 
 def backfill(run: DemoRun) -> str:
-    """The last 7 whole days of every daily-partitioned asset: activity exports and template
-    statistics in one run each (their backfill policies take ranges), insight reports per day."""
+    """The last 7 whole days of every daily-partitioned asset: activity exports, template
+    statistics and conversation figures in one run each (their backfill policies take ranges),
+    insight reports per day."""
     days = [d.isoformat() for d in backfill_days(demo_now().date())]
     run_job(run, "activity_export_daily", partition_range=(days[0], days[-1]))
     run_job(run, "template_stats_daily", partition_range=(days[0], days[-1]))
+    run_job(run, "conversation_daily_job", partition_range=(days[0], days[-1]))
     for day in days:
         run_job(run, "insight_reports_job", partition_key=day)
     return (
-        f"{days[0]} .. {days[-1]}: activity_export and template_stats (one run each), "
-        f"insight_reports ({len(days)} runs)"
+        f"{days[0]} .. {days[-1]}: activity_export, template_stats and conversation_daily (one "
+        f"run each), insight_reports ({len(days)} runs)"
     )
 
 
@@ -567,8 +702,13 @@ STEPS: list[tuple[str, Callable[[DemoRun], str]]] = [
     ("tickets: desk sync sensor -> tickets, users, comments", sync_desk),
     ("activities: publish events -> queue sensor -> drain", ingest_activities),
     ("email delivery: sent emails, signed webhooks -> router -> receipts", email_delivery),
+    ("register the conversation origins and work queues", register_conversations),
+    (
+        "conversations: messages and agent actions -> queue sensors -> drains; closure",
+        ingest_conversations,
+    ),
     ("register the feedback workspace and its sources", register_workspace),
-    ("feedback: push over HTTP, pull forum and tickets, enrich", ingest_feedback),
+    ("feedback: push over HTTP, pull forum, tickets and conversations, enrich", ingest_feedback),
     ("backfill the last 7 days of daily partitions", backfill),
     ("maintenance: partitions ahead, retention, freshness check, queue ledger", maintenance),
     ("dbt build: staging views, analytics marts, tests", build_marts),
@@ -618,6 +758,38 @@ def top_insights(database_url: str, workspace: str = DEMO_WORKSPACE, limit: int 
             (workspace, limit),
         ).fetchall()
     return {"topics": topics, "days": days, "anomalies": anomalies}
+
+
+def conversation_summary(database_url: str, tenant: str = DEMO_TENANT) -> dict[str, Any]:
+    """Tickets by state, messages by kind and the work queues' counters of a tenant."""
+    import psycopg
+
+    from assets.conversations.store import queue_counts
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        states = dict(
+            conn.execute(
+                "select state, count(*) from raw.conversation_tickets where tenant_id = %s"
+                " group by state",
+                (tenant,),
+            ).fetchall()
+        )
+        kinds = dict(
+            conn.execute(
+                "select kind, count(*) from raw.conversation_messages"
+                " where tenant_id = %s and not shadowed and not deleted group by kind",
+                (tenant,),
+            ).fetchall()
+        )
+        causes = dict(
+            conn.execute(
+                "select cause, count(*) from raw.ticket_state_changes where tenant_id = %s"
+                " group by cause",
+                (tenant,),
+            ).fetchall()
+        )
+        queues = queue_counts(conn, tenant)
+    return {"states": states, "kinds": kinds, "causes": causes, "queues": queues}
 
 
 def export_locations(settings: Settings) -> dict[str, Any]:
@@ -674,6 +846,28 @@ def print_summary(run: DemoRun) -> None:
     echo(f"  anomalies flagged: {anomaly_count or 0}")
     for day, anomaly in insights["anomalies"]:
         echo(f"    {day}: {_anomaly_text(anomaly)}")
+
+    from assets.conversations.rules import STATES
+
+    conversations = conversation_summary(run.database_url)
+    states, kinds = conversations["states"], conversations["kinds"]
+    echo("")
+    echo(
+        f"Conversations (tenant {DEMO_TENANT}): {sum(states.values())} tickets, "
+        f"{sum(kinds.values())} messages"
+    )
+    echo(
+        "  tickets by state:   " + ", ".join(f"{state} {states.get(state, 0)}" for state in STATES)
+    )
+    echo("  messages by kind:   " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    echo(
+        "  state changes by:   "
+        + ", ".join(f"{c} {n}" for c, n in sorted(conversations["causes"].items()))
+    )
+    echo(f"  {'work queue':<18}{'priority':>9}  tickets per state")
+    for name, priority, counts in conversations["queues"]:
+        shown = ", ".join(f"{s} {counts[s]}" for s in STATES if s in counts)
+        echo(f"  {name:<18}{priority:>9}  {shown or 'empty'}")
 
     exports = export_locations(run.settings)
     echo("")

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from resources.queues import ACK_LEDGER_DAYS, prune_acknowledged_ids
+from resources.rejected import REJECTED_INPUT_DAYS, prune_rejected_input
 from resources.warehouse import WarehouseResource
 
 
@@ -20,9 +21,27 @@ def prune_queue_ack_ledger(
     return removed
 
 
+class RejectedInputConfig(dg.Config):
+    keep_days: int = REJECTED_INPUT_DAYS
+
+
+@dg.op(
+    description="Forget refused webhook bodies older than `keep_days` (control.rejected_input): "
+    "they may hold personal data."
+)
+def prune_rejected_webhook_input(
+    context: dg.OpExecutionContext, config: RejectedInputConfig, warehouse: WarehouseResource
+) -> int:
+    with warehouse.connection() as conn:
+        removed = prune_rejected_input(conn, config.keep_days)
+    context.log.info(f"forgot {removed} refused input(s) older than {config.keep_days} days")
+    return removed
+
+
 @dg.job(description="Daily housekeeping of the queue tables.", tags={"supportflow/domain": "core"})
 def queue_maintenance() -> None:
     prune_queue_ack_ledger()
+    prune_rejected_webhook_input()
 
 
 queue_maintenance_daily = dg.ScheduleDefinition(
@@ -30,7 +49,7 @@ queue_maintenance_daily = dg.ScheduleDefinition(
     job=queue_maintenance,
     cron_schedule="50 2 * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Prunes the acknowledged-id ledger every night.",
+    description="Prunes the acknowledged-id ledger and refused webhook input every night.",
 )
 
 defs = dg.Definitions(jobs=[queue_maintenance], schedules=[queue_maintenance_daily])

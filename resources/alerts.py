@@ -1,5 +1,6 @@
 """Alerts for operators: always logged and stored in `control.alerts`; published to SNS when
-`SUPPORTFLOW_ALERT_SNS_TOPIC_ARN` is set."""
+`SUPPORTFLOW_ALERT_SNS_TOPIC_ARN` is set (in the topic's own region). Each channel fails on its
+own: a warehouse that is down does not stop the SNS message, nor the other way round."""
 
 from __future__ import annotations
 
@@ -32,17 +33,20 @@ class AlertsResource(dg.ConfigurableResource):
         log.error(
             "ALERT [%s] %s: %s %s", severity, source, summary, json.dumps(details, default=str)
         )
-        with self.warehouse.connection() as conn:
-            conn.execute(
-                "insert into control.alerts (severity, source, summary, details) "
-                "values (%s, %s, %s, %s)",
-                (severity, source, summary, Jsonb(details)),
-            )
+        try:
+            with self.warehouse.connection() as conn:
+                conn.execute(
+                    "insert into control.alerts (severity, source, summary, details) "
+                    "values (%s, %s, %s, %s)",
+                    (severity, source, summary, Jsonb(details)),
+                )
+        except Exception as exc:  # the log line above and SNS still carry it
+            log.warning("could not store the alert in control.alerts: %s", type(exc).__name__)
         if self.sns_topic_arn:
             try:
                 self._sns().publish(
                     TopicArn=self.sns_topic_arn,
-                    Subject=f"supportflow {severity}: {source}"[:100],
+                    Subject=_subject(f"supportflow {severity}: {source}"),
                     Message=json.dumps(
                         {"source": source, "summary": summary, "severity": severity, **details},
                         default=str,
@@ -52,9 +56,13 @@ class AlertsResource(dg.ConfigurableResource):
                 log.warning("could not publish alert to SNS: %s", type(exc).__name__)
 
     def _sns(self):
+        # Imported here on purpose: boto3 costs a second to import, and only SNS alerts need it.
         import boto3
 
-        return boto3.client("sns", endpoint_url=self.aws_endpoint_url or None)
+        # arn:aws:sns:<region>:<account>:<topic>: publish in the topic's region
+        parts = self.sns_topic_arn.split(":")
+        region = parts[3] if len(parts) > 5 and parts[3] else None
+        return boto3.client("sns", endpoint_url=self.aws_endpoint_url or None, region_name=region)
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         with self.warehouse.connection() as conn:
@@ -65,3 +73,8 @@ class AlertsResource(dg.ConfigurableResource):
             ).fetchall()
         keys = ("raised_at", "severity", "source", "summary", "details")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _subject(text: str) -> str:
+    """An SNS Subject: printable ASCII without line breaks, under 100 characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:99]

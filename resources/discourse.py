@@ -1,27 +1,30 @@
 """HTTP client for a Discourse forum's search API (`GET /search.json`).
 
-Timeouts on every call; 429 and 5xx are retried, honouring `Retry-After` (seconds or an HTTP
-date), otherwise with exponential backoff and full jitter; the error says what failed.
+Requests go through the platform's HTTP client (`resources/http.py`): a timeout on every call,
+429 and 5xx retried honouring `Retry-After` (seconds or an HTTP date, at most 120 s here),
+otherwise exponential backoff with full jitter, requests counted by endpoint, and only the
+forum's own origin is ever asked (pages are numbers on the configured URL; redirects are not
+followed). An API key goes in headers, never in URLs, logs or errors.
 """
 
 from __future__ import annotations
 
-import email.utils
-import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import httpx
+from pydantic import PrivateAttr
 
+from resources.http import HttpClient, HttpError, RequestStats, RetriesExhausted, redact_url
 from resources.secrets import SecretBox
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 120.0
+SEARCH = "search"
 
 
 class DiscourseError(RuntimeError):
@@ -38,32 +41,9 @@ class SearchPage:
     page: int
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, min(float(value), MAX_RETRY_AFTER_SECONDS))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, min(delta, MAX_RETRY_AFTER_SECONDS))
-
-
-def backoff_seconds(attempt: int, base: float, cap: float = 60.0) -> float:
-    """Full-jitter exponential backoff for the n-th retry (1-based)."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-
-
 class DiscourseClient(dg.ConfigurableResource):
-    """Searches Discourse forums. One resource serves every forum: the base URL is per call."""
+    """Searches Discourse forums. One resource serves every forum: the base URL is per call.
+    `stats` counts the requests this resource made (by endpoint, retries, errors)."""
 
     timeout_seconds: float = 30.0
     max_attempts: int = 5
@@ -72,6 +52,12 @@ class DiscourseClient(dg.ConfigurableResource):
     # where the key that decrypts stored API keys comes from (as for the Zendesk resource)
     home: str = ".supportflow"
     secret_key: str = ""
+    _stats: RequestStats = PrivateAttr(default_factory=RequestStats)
+    _stats_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def stats(self) -> RequestStats:
+        return self._stats
 
     def secret_box(self) -> SecretBox:
         return SecretBox.from_settings(self.secret_key or None, Path(self.home))
@@ -87,42 +73,52 @@ class DiscourseClient(dg.ConfigurableResource):
         sleep: Callable[[float], None] = time.sleep,
     ) -> SearchPage:
         """`GET {base_url}/search.json?q=...&page=N`, retried as the module says. With an API
-        key (private forums) it goes in the `Api-Key` / `Api-Username` headers, never in URLs,
-        logs or errors."""
-        url = base_url.rstrip("/") + "/search.json"
-        params = {"q": query, "page": str(page)}
+        key (private forums) it goes in the `Api-Key` / `Api-Username` headers."""
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if api_key:
             headers |= {"Api-Key": api_key, "Api-Username": api_username or "system"}
-        last_problem = ""
-        with httpx.Client(timeout=self.timeout_seconds, headers=headers) as http:
-            for attempt in range(1, self.max_attempts + 1):
-                try:
-                    response = http.get(url, params=params)
-                except httpx.TransportError as exc:
-                    last_problem = f"{type(exc).__name__}: {exc}"
-                    wait = backoff_seconds(attempt, self.backoff_base_seconds)
-                else:
-                    if response.status_code == 200:
-                        return _parse_search(response, url, page)
-                    last_problem = f"HTTP {response.status_code}"
-                    if response.status_code not in RETRY_STATUSES:
-                        raise DiscourseError(
-                            f"Discourse search {url} page {page} failed: {last_problem} "
-                            f"{response.text[:200]!r}"
-                        )
-                    hinted = retry_after_seconds(response.headers.get("Retry-After"))
-                    wait = (
-                        hinted
-                        if hinted is not None
-                        else backoff_seconds(attempt, self.backoff_base_seconds)
-                    )
-                if attempt < self.max_attempts:
-                    sleep(wait)
-        raise DiscourseError(
-            f"Discourse search {url} page {page} failed after {self.max_attempts} attempts: "
-            f"{last_problem}"
-        )
+        try:
+            http = HttpClient(
+                source=f"Discourse forum {redact_url(base_url.rstrip('/'))}",
+                base_url=base_url,
+                headers=headers,
+                timeout_seconds=self.timeout_seconds,
+                max_attempts=self.max_attempts,
+                backoff_base_seconds=self.backoff_base_seconds,
+                retry_after_cap_seconds=MAX_RETRY_AFTER_SECONDS,
+                sleep=sleep,
+            )
+        except HttpError as exc:
+            raise DiscourseError(str(exc)) from None
+        url = redact_url(http.url("/search.json"))
+        try:
+            with http:
+                response = http.get(
+                    SEARCH, http.url("/search.json"), {"q": query, "page": str(page)}
+                )
+        except RetriesExhausted as exc:
+            raise DiscourseError(
+                f"Discourse search {url} page {page} failed after {exc.attempts} attempts: "
+                f"{exc.problem}"
+            ) from None
+        except HttpError as exc:
+            raise DiscourseError(f"Discourse search {url} page {page}: {exc.detail}") from None
+        finally:
+            self._count(http.stats)
+        if response.status_code != 200:
+            raise DiscourseError(
+                f"Discourse search {url} page {page} failed: HTTP {response.status_code} "
+                f"{response.text[:200]!r}"
+            )
+        return _parse_search(response, url, page)
+
+    def _count(self, stats: RequestStats) -> None:
+        with self._stats_lock:
+            self._stats.requests.update(stats.requests)
+            self._stats.errors.update(stats.errors)
+            self._stats.throttled += stats.throttled
+            self._stats.retries += stats.retries
+            self._stats.waited_seconds += stats.waited_seconds
 
 
 def _parse_search(response: httpx.Response, url: str, page: int) -> SearchPage:

@@ -9,8 +9,9 @@ dead-letter queue (see `resources/sqs.py`). Both give the same semantics:
 - every receive counts; after `max_receives` (5) the message moves to the dead-letter queue with
   its last error;
 - `retry_later` hides a message for a growing delay (capped at 300 s);
-- each message carries a `dedup_id` (its idempotency id); a message whose id was acknowledged
-  before arrives flagged `previously_acked`, so the consumer can skip it.
+- each message carries a `dedup_id`: the idempotency key its producer declares
+  (`send(..., dedup_key=...)`), or the hash of its canonical JSON when it has none; a message whose
+  id was acknowledged before arrives flagged `previously_acked`, so the consumer can skip it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from typing import Any
 import dagster as dg
 from psycopg.types.json import Jsonb
 
-from resources.warehouse import WarehouseResource, get_pool
+from resources.messages import DedupKey
+from resources.payloads import PayloadError, encode_message
+from resources.warehouse import WarehouseResource
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,6 @@ QUEUE_NAMES = (
 )
 # Drain runs are tagged with their queue: one at a time per queue (sensors, run coordinator).
 QUEUE_TAG = "supportflow/queue"
-# The id fields that make a message idempotent, in order of preference.
-IDEMPOTENCY_KEYS = ("activity_id", "notification_id", "event_id", "item_id", "message_id")
 
 
 class QueueError(RuntimeError):
@@ -65,14 +66,24 @@ def validate_queue_name(queue: str) -> str:
     )
 
 
-def dedup_id_for(body: dict[str, Any]) -> str:
-    """The message's idempotency id: its id field, or a hash of its canonical JSON."""
-    for key in IDEMPOTENCY_KEYS:
-        value = body.get(key)
-        if value not in (None, ""):
-            return f"{key}:{value}"
+def dedup_id_for(body: dict[str, Any], dedup_key: DedupKey | None = None) -> str:
+    """The message's idempotency id: the producer's key of it, or (no key, or no usable id in
+    the body) the hash of its canonical JSON."""
+    key = dedup_key(body) if dedup_key is not None else None
+    if key:
+        return key
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode_body(body: dict[str, Any], dedup_id: str) -> str:
+    """The body as both backends store it (compact JSON), or QueueError when no backend can take
+    it: content PostgreSQL jsonb cannot hold (NUL, lone surrogates, NaN/Infinity), or over
+    `resources.payloads.MAX_MESSAGE_BYTES` (256 KiB, the SQS limit) with its idempotency id."""
+    try:
+        return encode_message(body, dedup_id)
+    except PayloadError as exc:
+        raise QueueError(f"message {dedup_id}: {exc}") from None
 
 
 def retry_delay_seconds(receive_count: int, base_seconds: float = 10.0) -> float:
@@ -110,20 +121,48 @@ class DeadLetter:
     dead_lettered_at: datetime | None = None
 
 
+def report_redriven(
+    letter: DeadLetter, on_dead_letter: Callable[[DeadLetter], None] | None
+) -> None:
+    """A message its consumer never acknowledged went to the dead-letter queue on receive."""
+    log.error(
+        "queue %s: message %s moved to the dead-letter queue: %s",
+        letter.queue,
+        letter.dedup_id,
+        letter.error,
+    )
+    if on_dead_letter is not None:
+        on_dead_letter(letter)
+
+
 class QueueResource(dg.ConfigurableResource):
     """The queue interface. `PostgresQueues` and `SqsQueues` implement it."""
 
     max_receives: int = MAX_RECEIVES
 
     @abstractmethod
-    def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
-        """Enqueue each body (a JSON object); returns how many were sent."""
+    def send(
+        self,
+        queue: str,
+        bodies: Sequence[dict[str, Any]],
+        delay_seconds: float = 0,
+        *,
+        dedup_key: DedupKey | None = None,
+    ) -> int:
+        """Enqueue each body (a JSON object); returns how many were sent. `dedup_key` is the
+        producer's idempotency key of a body (see `dedup_id_for`)."""
 
     @abstractmethod
     def receive(
-        self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
+        self,
+        queue: str,
+        max_messages: int = 10,
+        visibility_timeout: float = 60.0,
+        on_dead_letter: Callable[[DeadLetter], None] | None = None,
     ) -> list[Message]:
-        """Up to `max_messages` visible messages, hidden from others for `visibility_timeout`."""
+        """Up to `max_messages` visible messages, hidden from others for `visibility_timeout`.
+        A message back after `max_receives` receives (its consumer kept dying) is moved to the
+        dead-letter queue here instead, and reported to `on_dead_letter` (`drain` alerts)."""
 
     @abstractmethod
     def ack(self, messages: Sequence[Message]) -> int:
@@ -156,16 +195,26 @@ class PostgresQueues(QueueResource):
 
     warehouse: WarehouseResource
 
-    def _pool(self):
-        return get_pool(self.warehouse.url)
+    def _pool(self) -> WarehouseResource:
+        # the warehouse's pooled connections, bounded by its pool timeout
+        return self.warehouse
 
-    def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
+    def send(
+        self,
+        queue: str,
+        bodies: Sequence[dict[str, Any]],
+        delay_seconds: float = 0,
+        *,
+        dedup_key: DedupKey | None = None,
+    ) -> int:
         validate_queue_name(queue)
         rows = []
         for body in bodies:
             if not isinstance(body, dict):
                 raise QueueError(f"a message must be a JSON object, not {type(body).__name__}")
-            rows.append((queue, dedup_id_for(body), Jsonb(body)))
+            dedup_id = dedup_id_for(body, dedup_key)
+            text = encode_body(body, dedup_id)
+            rows.append((queue, dedup_id, Jsonb(body, dumps=lambda _, text=text: text)))
         if not rows:
             return 0
         with self._pool().connection() as conn, conn.cursor() as cur:
@@ -217,11 +266,21 @@ class PostgresQueues(QueueResource):
                               where a.queue = m.queue and a.dedup_id = m.dedup_id)
         )
         select e.moved, u.*
-        from (select count(*) as moved from exhausted) e left join updated u on true
+        from (
+            select coalesce(jsonb_agg(jsonb_build_object(
+                'dedup_id', dedup_id, 'receive_count', receive_count,
+                'error', 'received ' || receive_count || ' times without acknowledgement'
+                         || coalesce('; last error: ' || last_error, ''))), '[]') as moved
+            from exhausted
+        ) e left join updated u on true
         """
 
     def receive(
-        self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
+        self,
+        queue: str,
+        max_messages: int = 10,
+        visibility_timeout: float = 60.0,
+        on_dead_letter: Callable[[DeadLetter], None] | None = None,
     ) -> list[Message]:
         params = {
             "queue": queue,
@@ -234,12 +293,17 @@ class PostgresQueues(QueueResource):
         # the picked rows are looked at, so a receive costs the batch, not the whole queue; a
         # batch that was all exhausted messages is followed by another pick.
         rows: list = []
-        moved = 1
+        moved: list[dict[str, Any]] = [{}]
         while moved and not rows:
             with self._pool().connection() as conn:
                 found = conn.execute(self._RECEIVE_SQL, params).fetchall()
             moved = found[0][0]
             rows = [row[1:] for row in found if row[1] is not None]
+            for dead in moved:
+                report_redriven(
+                    DeadLetter(queue, {}, dead["dedup_id"], dead["receive_count"], dead["error"]),
+                    on_dead_letter,
+                )
         rows.sort(key=lambda row: row[0])
         return [
             Message(
@@ -427,15 +491,29 @@ def drain(
 
     `apply_batch` commits the effect of the messages it is given and reports malformed ones
     (dead-lettered at once) and ones that failed for a passing cause (retried with growing delay,
-    dead-lettered after `max_receives`). If it raises, the whole batch is retried. Dead letters
-    raise an alert.
+    dead-lettered after `max_receives`). If it raises, the whole batch is retried. Every
+    dead-lettering raises an alert, whatever the cause: rejected, retries used up, or (found on
+    receive) a consumer that kept dying before it could say anything.
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds
     while time.monotonic() < deadline:
+        redriven: list[DeadLetter] = []
         messages = queues.receive(
-            queue, max_messages=batch_size, visibility_timeout=visibility_timeout
+            queue,
+            max_messages=batch_size,
+            visibility_timeout=visibility_timeout,
+            on_dead_letter=redriven.append,
         )
+        if redriven:
+            report.dead_lettered += len(redriven)
+            if raise_alert is not None:
+                raise_alert(
+                    f"queue:{queue}",
+                    f"{len(redriven)} message(s) moved to the dead-letter queue of {queue}: "
+                    "received too often without acknowledgement (the consumer keeps dying)",
+                    {"errors": sorted({d.error for d in redriven})[:20], "count": len(redriven)},
+                )
         if not messages:
             break
         report.batches += 1

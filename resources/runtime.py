@@ -21,17 +21,24 @@ from resources.warehouse import WarehouseResource, ensure_ready
 from resources.zendesk import ZendeskClient
 
 
-def make_warehouse(settings: Settings, *, for_dagster: bool = False) -> WarehouseResource:
+def make_warehouse(
+    settings: Settings, *, for_dagster: bool = False, pool_timeout_seconds: float | None = None
+) -> WarehouseResource:
     database_url = (
         settings.for_dagster("SUPPORTFLOW_DATABASE_URL", settings.database_url)
         if for_dagster
         else settings.database_url or ""
     )
-    return WarehouseResource(database_url=database_url, home=str(settings.home))
+    extra = {} if pool_timeout_seconds is None else {"pool_timeout_seconds": pool_timeout_seconds}
+    return WarehouseResource(database_url=database_url, home=str(settings.home), **extra)
 
 
-def make_queues(settings: Settings, *, for_dagster: bool = False) -> QueueResource:
-    warehouse = make_warehouse(settings, for_dagster=for_dagster)
+def make_queues(
+    settings: Settings, *, for_dagster: bool = False, pool_timeout_seconds: float | None = None
+) -> QueueResource:
+    warehouse = make_warehouse(
+        settings, for_dagster=for_dagster, pool_timeout_seconds=pool_timeout_seconds
+    )
     if settings.queue_backend == "sqs":
         # The ack ledger (control.queue_acks) lives in the warehouse with either backend.
         return SqsQueues(
@@ -42,9 +49,14 @@ def make_queues(settings: Settings, *, for_dagster: bool = False) -> QueueResour
     return PostgresQueues(warehouse=warehouse)
 
 
-def build_resources(settings: Settings, *, for_dagster: bool = True) -> dict[str, Any]:
-    """The resources every asset, sensor and job may ask for, by name."""
-    warehouse = make_warehouse(settings, for_dagster=for_dagster)
+def build_resources(
+    settings: Settings, *, for_dagster: bool = True, pool_timeout_seconds: float | None = None
+) -> dict[str, Any]:
+    """The resources every asset, sensor and job may ask for, by name. `pool_timeout_seconds`
+    (default 30) bounds the wait for a warehouse connection (the webhook service: a few)."""
+    warehouse = make_warehouse(
+        settings, for_dagster=for_dagster, pool_timeout_seconds=pool_timeout_seconds
+    )
     home = str(settings.home)
     secret_key = (
         settings.for_dagster("SUPPORTFLOW_SECRET_KEY", settings.secret_key)
@@ -53,7 +65,9 @@ def build_resources(settings: Settings, *, for_dagster: bool = True) -> dict[str
     )
     return {
         "warehouse": warehouse,
-        "queues": make_queues(settings, for_dagster=for_dagster),
+        "queues": make_queues(
+            settings, for_dagster=for_dagster, pool_timeout_seconds=pool_timeout_seconds
+        ),
         "alerts": AlertsResource(
             warehouse=warehouse,
             sns_topic_arn=settings.alert_sns_topic_arn or "",

@@ -2,6 +2,10 @@
 
 The key is `SUPPORTFLOW_SECRET_KEY` in production; on one machine it is generated once into
 `$SUPPORTFLOW_HOME/secret.key` with mode 0600. Plaintext never leaves `decrypt`'s caller.
+
+Rotation: the key may be a comma-separated list, newest first (`new,old`). Secrets are encrypted
+with the first key and decrypt with any; `rotate` re-encrypts a stored secret with the first key
+(`supportflow secrets rotate` does it for every stored secret), after which the old key can go.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 class SecretError(RuntimeError):
@@ -41,12 +45,18 @@ class SecretBox:
     """Encrypts and decrypts short secrets."""
 
     def __init__(self, key: bytes | str):
+        raw = key if isinstance(key, bytes) else key.encode()
+        keys = [part.strip() for part in raw.split(b",") if part.strip()]
         try:
-            self._fernet = Fernet(key if isinstance(key, bytes) else key.encode())
-        except ValueError as exc:
+            fernets = [Fernet(part) for part in keys]
+        except ValueError:
+            fernets = []
+        if not fernets:
             raise SecretError(
-                "SUPPORTFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes)"
-            ) from exc
+                "SUPPORTFLOW_SECRET_KEY is not a valid Fernet key (32 url-safe base64 bytes; "
+                "several, comma-separated, newest first, while rotating)"
+            ) from None
+        self._fernet = MultiFernet(fernets)
 
     @classmethod
     def from_settings(cls, secret_key: str | None, home: Path) -> SecretBox:
@@ -54,6 +64,15 @@ class SecretBox:
 
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
+
+    def rotate(self, token: bytes) -> bytes:
+        """The same secret encrypted with the first (newest) key."""
+        try:
+            return self._fernet.rotate(bytes(token))
+        except InvalidToken as exc:
+            raise SecretError(
+                "a stored secret cannot be decrypted with any key of SUPPORTFLOW_SECRET_KEY"
+            ) from exc
 
     def decrypt(self, token: bytes) -> str:
         try:

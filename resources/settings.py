@@ -148,3 +148,17 @@ _SECRET_VARIABLES = (
 def set_process_environ(values: Mapping[str, str]) -> None:
     """Export variables to this process and its children (dbt's profile, DAGSTER_HOME)."""
     os.environ.update(values)
+
+
+def put_first_on_path(directory: str) -> None:
+    """Put `directory` first on PATH for this process and its children, so the tools installed
+    beside the interpreter are found when its virtualenv is not activated (dbt, which dagster-dbt
+    runs to prepare the manifest under `dagster dev`)."""
+    entries = [e for e in os.environ.get("PATH", "").split(os.pathsep) if e and e != directory]
+    os.environ["PATH"] = os.pathsep.join([directory, *entries])
+
+
+def dev_environment() -> dict[str, str]:
+    """The environment of `supportflow dev`'s processes: this one's, marked as a development
+    session (dagster-dbt then prepares the dbt manifest at load, `DbtProject.prepare_if_dev`)."""
+    return {**os.environ, "DAGSTER_IS_DEV_CLI": "1"}

@@ -2,10 +2,13 @@
 
 Each logical queue maps to one standard SQS queue named `<prefix><queue>` (the `.` of
 `email_events.<pod>` becomes `__`, since SQS names allow only alphanumerics, `-` and `_`), created
-on first use together with its dead-letter queue `<name>_dlq` and a redrive policy
-(`maxReceiveCount = max_receives`). The redrive policy is the backstop for consumers that die;
-a consumer that gives up calls `retry_later` / `dead_letter`, which move the message to the
-dead-letter queue explicitly, with the error as a message attribute.
+on first use together with its dead-letter queue `<name>_dlq` and a redrive policy. A consumer
+that gives up calls `retry_later` / `dead_letter`, which move the message to the dead-letter
+queue explicitly, with the error as a message attribute. A message whose consumers kept dying
+comes back with a receive count over `max_receives`: `receive` moves it explicitly too and
+reports it (`drain` raises the alert), exactly as the postgres backend does. The redrive policy
+(`maxReceiveCount = max_receives + 1`) is only the backstop for a consumer that dies in between;
+SQS moves such a message silently.
 
 SQS forgets a message once it is deleted, so the ids of acknowledged messages are kept in the
 warehouse table `control.queue_acks` (keyed by the SQS queue name): a later duplicate arrives
@@ -20,11 +23,13 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from resources.messages import DedupKey
+from resources.payloads import MAX_MESSAGE_BYTES, message_size
 from resources.queues import (
     MAX_RETRY_DELAY_SECONDS,
     QUEUE_NAMES,
@@ -34,14 +39,15 @@ from resources.queues import (
     QueueResource,
     QueueStats,
     dedup_id_for,
+    encode_body,
+    report_redriven,
     validate_queue_name,
 )
-from resources.warehouse import WarehouseResource, get_pool
+from resources.warehouse import WarehouseResource
 
 log = logging.getLogger(__name__)
 
 SQS_BATCH = 10  # SendMessageBatch / DeleteMessageBatch / ReceiveMessage take at most 10
-MAX_MESSAGE_BYTES = 256 * 1024  # one message, body and attributes
 MAX_SEND_DELAY_SECONDS = 900
 MAX_VISIBILITY_SECONDS = 43_200
 RETENTION_SECONDS = 14 * 24 * 3600  # the SQS maximum: dead letters wait two weeks for a look
@@ -120,8 +126,9 @@ class SqsQueues(QueueResource):
                 _clients[key] = client
             return client
 
-    def _ledger_pool(self):
-        return get_pool(self.warehouse.url)
+    def _ledger_pool(self) -> WarehouseResource:
+        # the warehouse's pooled connections, bounded by its pool timeout
+        return self.warehouse
 
     def _queue_url(self, queue: str) -> str:
         """The URL of `queue`, creating it and its dead-letter queue on first use."""
@@ -153,8 +160,9 @@ class SqsQueues(QueueResource):
         dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
+        # one receive later than `receive` moves it itself: SQS's move is the silent backstop
         redrive = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_receives)}
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_receives + 1)}
         )
         attributes = {**retention, "RedrivePolicy": redrive}
         try:
@@ -177,19 +185,22 @@ class SqsQueues(QueueResource):
 
     # --- the interface -----------------------------------------------------------------------
 
-    def send(self, queue: str, bodies: Sequence[dict[str, Any]], delay_seconds: float = 0) -> int:
+    def send(
+        self,
+        queue: str,
+        bodies: Sequence[dict[str, Any]],
+        delay_seconds: float = 0,
+        *,
+        dedup_key: DedupKey | None = None,
+    ) -> int:
         url = self._queue_url(queue)
         entries: list[dict[str, Any]] = []
         for index, body in enumerate(bodies):
             if not isinstance(body, dict):
                 raise QueueError(f"a message must be a JSON object, not {type(body).__name__}")
-            dedup_id = dedup_id_for(body)
-            text = json.dumps(body, separators=(",", ":"), default=str)
-            size = len(text.encode()) + len(dedup_id.encode()) + len("dedup_id") + 6
-            if size > MAX_MESSAGE_BYTES:
-                raise QueueError(
-                    f"message {dedup_id} is {size} bytes; SQS takes at most {MAX_MESSAGE_BYTES}"
-                )
+            dedup_id = dedup_id_for(body, dedup_key)
+            text = encode_body(body, dedup_id)  # QueueError over 256 KiB or not storable
+            size = message_size(text, dedup_id)
             entry = {
                 "Id": str(index),
                 "MessageBody": text,
@@ -236,7 +247,27 @@ class SqsQueues(QueueResource):
         raise QueueError(f"SQS kept failing to accept {len(pending)} message(s); try again")
 
     def receive(
-        self, queue: str, max_messages: int = 10, visibility_timeout: float = 60.0
+        self,
+        queue: str,
+        max_messages: int = 10,
+        visibility_timeout: float = 60.0,
+        on_dead_letter: Callable[[DeadLetter], None] | None = None,
+    ) -> list[Message]:
+        while True:
+            messages = self._receive_batch(queue, max_messages, visibility_timeout)
+            exhausted = [m for m in messages if m.receive_count > self.max_receives]
+            for message in exhausted:
+                # its consumer received it max_receives times and never acknowledged it
+                error = f"received {message.receive_count - 1} times without acknowledgement"
+                self.dead_letter(message, error)
+                letter = DeadLetter(queue, {}, message.dedup_id, message.receive_count - 1, error)
+                report_redriven(letter, on_dead_letter)
+            kept = [m for m in messages if m.receive_count <= self.max_receives]
+            if kept or not exhausted:
+                return kept
+
+    def _receive_batch(
+        self, queue: str, max_messages: int, visibility_timeout: float
     ) -> list[Message]:
         url = self._queue_url(queue)
         sqs_name = sqs_queue_name(self.prefix, queue)
@@ -265,6 +296,7 @@ class SqsQueues(QueueResource):
         for item in raw.values():
             attributes = item.get("MessageAttributes", {})
             body = json.loads(item["Body"])
+            # A message sent around `send` (no dedup_id attribute) is known by its body's hash.
             dedup_id = attributes.get("dedup_id", {}).get("StringValue") or dedup_id_for(body)
             sent_ms = int(item.get("Attributes", {}).get("SentTimestamp", 0))
             messages.append(

@@ -2,6 +2,13 @@
 
 Writes are atomic: a reader sees the whole file or none. Locally that is write-then-rename in
 the target directory; on S3 an object becomes visible only once its upload completes.
+
+Every local export and report file (Parquet, CSV, HTML) gets mode 0644, set explicitly whatever
+the process's umask: the files are meant to be read by the people and tools given the export
+directory (BI tools, a file share, a web server for the reports), so who may read them is
+decided once, by the permissions of `SUPPORTFLOW_EXPORT_URL`'s directory (e.g. 0750 and a
+group), not file by file. They hold support data (activity details, feedback texts): put the
+directory where only those readers can reach it.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+
+EXPORT_FILE_MODE = 0o644
 
 
 class ExportStorage(dg.ConfigurableResource):
@@ -42,6 +51,7 @@ class ExportStorage(dg.ConfigurableResource):
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
+                os.fchmod(handle.fileno(), EXPORT_FILE_MODE)  # mkstemp made it 0600
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
         except BaseException:
@@ -64,6 +74,7 @@ class ExportStorage(dg.ConfigurableResource):
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
             dst.flush()
+            os.fchmod(dst.fileno(), EXPORT_FILE_MODE)  # not whatever the umask gives
             os.fsync(dst.fileno())
         os.replace(staged, target)
         return str(target)
@@ -73,6 +84,26 @@ class ExportStorage(dg.ConfigurableResource):
             bucket, key = self._bucket_key(relative_path)
             return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
         return Path(self.uri(relative_path)).read_bytes()
+
+    def delete(self, relative_path: str) -> bool:
+        """Remove one stored file (and its directory, locally, once empty); True if it existed."""
+        if self.is_s3:
+            bucket, key = self._bucket_key(relative_path)
+            client = self._s3()
+            try:
+                client.head_object(Bucket=bucket, Key=key)
+            except client.exceptions.ClientError:
+                return False
+            client.delete_object(Bucket=bucket, Key=key)
+            return True
+        target = Path(self.uri(relative_path))
+        existed = target.exists()
+        target.unlink(missing_ok=True)
+        try:
+            target.parent.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
+        return existed
 
     def _bucket_key(self, relative_path: str) -> tuple[str, str]:
         rest = self.export_url[len("s3://") :]

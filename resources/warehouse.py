@@ -245,10 +245,17 @@ def ensure_ready(database_url: str | None, home: Path) -> str:
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The PostgreSQL warehouse. Empty `database_url` means the embedded server under `home`."""
+    """The PostgreSQL warehouse. Empty `database_url` means the embedded server under `home`.
+
+    `pool_timeout_seconds` is how long `connection()` waits for a pooled connection before
+    `psycopg_pool.PoolTimeout`: the default suits runs, which ride through a short restart; the
+    webhook service uses a few seconds, so a request answers 503 quickly while the database is
+    down.
+    """
 
     database_url: str = ""
     home: str = ".supportflow"
+    pool_timeout_seconds: float = 30.0
 
     @property
     def url(self) -> str:
@@ -257,5 +264,5 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection; the block is one transaction, committed when it ends cleanly."""
-        with get_pool(self.url).connection() as conn:
+        with get_pool(self.url).connection(timeout=self.pool_timeout_seconds) as conn:
             yield conn

@@ -1,11 +1,13 @@
-"""The Zendesk Support API client (httpx): auth, timeouts, retries, a per-desk request budget.
+"""The Zendesk Support API client: a desk's credentials, its request budget and its endpoints.
 
-`ZendeskApi` talks to one desk. Every request first takes a token from the desk's budget
+`ZendeskApi` talks to one desk through the platform's HTTP client (`resources/http.py`: timeouts,
+retries for 429/5xx/timeouts honouring `Retry-After`, backoff with full jitter, counters by
+endpoint, and the same-origin rule). Every request first takes a token from the desk's budget
 (incremental exports and the rest of the API have separate per-minute limits, set from the
-plan), so a sync paces itself below Zendesk's limits instead of provoking a 429 storm. A 429
-with `Retry-After` waits exactly that long; a 429 without it (edge protection), a 5xx, a timeout
-or a connection error backs off exponentially with jitter. 401/403 fail at once. Errors name
-the desk and the endpoint, never the token. Requests are counted by endpoint.
+plan), so a sync paces itself below Zendesk's limits instead of provoking a 429 storm. 401/403
+fail at once. Next-page links Zendesk returns (`after_url`, `links.next`) are followed only on
+the desk's own origin (scheme, host, port): a link anywhere else fails the sync naming the desk,
+and the desk's credentials go nowhere. Errors name the desk and the endpoint, never the token.
 
 `ZendeskClient` is the Dagster resource that opens a `ZendeskApi` for a desk.
 """
@@ -13,12 +15,11 @@ the desk and the endpoint, never the token. Requests are counted by endpoint.
 from __future__ import annotations
 
 import base64
-import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -26,6 +27,12 @@ import httpx
 import msgspec
 import orjson
 
+from resources.http import (
+    HttpClient,
+    HttpError,
+    RequestStats,
+    RetriesExhausted,
+)
 from resources.secrets import SecretBox
 
 TICKETS_EXPORT = "tickets_export"
@@ -33,7 +40,6 @@ TICKET_EVENTS_EXPORT = "ticket_events_export"
 TICKET_COMMENTS = "ticket_comments"
 EXPORT_ENDPOINTS = frozenset({TICKETS_EXPORT, TICKET_EVENTS_EXPORT})
 TICKET_SIDELOADS = ("users", "groups", "organizations", "metric_sets")
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 T = TypeVar("T")
 
 
@@ -129,32 +135,6 @@ def budget_rate(plan_per_minute: int) -> float:
     return max(0.9 * plan_per_minute, 1.0)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (Zendesk sends an integer); None when absent or unparseable."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(seconds, 0.0)
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with "equal jitter": half fixed, half random, capped."""
-    ceiling = min(cap, base * (2**attempt))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-@dataclass
-class RequestStats:
-    requests: Counter[str] = field(default_factory=Counter)
-    throttled: int = 0  # 429 responses
-    retries: int = 0
-    errors: Counter[str] = field(default_factory=Counter)  # by status or exception kind
-    waited_seconds: float = 0.0
-
-
 class ZendeskApi:
     """One desk's view of the Zendesk API."""
 
@@ -174,27 +154,36 @@ class ZendeskApi:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.desk = desk
-        self.base_url = base_url.rstrip("/")
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_base, self.backoff_cap = backoff_base_seconds, backoff_cap_seconds
-        self.retry_after_cap = retry_after_cap_seconds
-        self.sleep = sleep
-        self.rng = random.Random(seed)
-        self.stats = RequestStats()
-        self._export_budget = TokenBucket(budget_rate(export_rate_per_minute), sleep=sleep)
-        self._api_budget = TokenBucket(budget_rate(api_rate_per_minute), sleep=sleep)
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_seconds),
-            headers={
-                "Authorization": credentials.header(),
-                "Accept": "application/json",
-                "User-Agent": "supportflow",
-            },
-            transport=transport,
-            follow_redirects=False,
+        self._export_budget = TokenBucket(
+            budget_rate(export_rate_per_minute), clock=clock, sleep=sleep
         )
+        self._api_budget = TokenBucket(budget_rate(api_rate_per_minute), clock=clock, sleep=sleep)
+        try:
+            self._http = HttpClient(
+                source=f"desk {desk!r}",
+                base_url=base_url,
+                headers={
+                    "Authorization": credentials.header(),
+                    "Accept": "application/json",
+                    "User-Agent": "supportflow",
+                },
+                timeout_seconds=timeout_seconds,
+                max_attempts=max_attempts,
+                backoff_base_seconds=backoff_base_seconds,
+                backoff_cap_seconds=backoff_cap_seconds,
+                retry_after_cap_seconds=retry_after_cap_seconds,
+                pace=self._pace,
+                transport=transport,
+                sleep=sleep,
+                seed=seed,
+            )
+        except HttpError as exc:
+            raise ZendeskError(desk, exc.endpoint, exc.detail) from None
+        self.base_url = self._http.base_url
+        self.stats: RequestStats = self._http.stats
 
     def close(self) -> None:
         self._http.close()
@@ -206,7 +195,11 @@ class ZendeskApi:
         self.close()
 
     def url(self, path: str) -> str:
-        return f"{self.base_url}{path}"
+        return self._http.url(path)
+
+    def _pace(self, endpoint: str) -> float:
+        budget = self._export_budget if endpoint in EXPORT_ENDPOINTS else self._api_budget
+        return budget.acquire()
 
     def get(
         self,
@@ -215,63 +208,36 @@ class ZendeskApi:
         params: dict[str, Any] | None = None,
         decode: Callable[[bytes], Any] = orjson.loads,
     ) -> Any:
-        """GET with the desk's budget, retries and error naming; returns `decode(body)`."""
-        budget = self._export_budget if endpoint in EXPORT_ENDPOINTS else self._api_budget
-        for attempt in range(self.max_attempts):
-            self.stats.waited_seconds += budget.acquire()
-            self.stats.requests[endpoint] += 1
-            last = attempt == self.max_attempts - 1
+        """GET with the desk's budget, retries and error naming; returns `decode(body)`.
+        `url` must be on the desk's origin (ZendeskError otherwise, nothing sent)."""
+        try:
+            response = self._http.get(endpoint, url, params)
+        except RetriesExhausted as exc:
+            suffix = f": {_error_description(exc.response)}" if exc.response is not None else ""
+            raise ZendeskError(self.desk, endpoint, exc.detail + suffix, exc.status) from None
+        except HttpError as exc:  # a link off the desk's origin
+            raise ZendeskError(self.desk, endpoint, exc.detail, exc.status) from None
+        status = response.status_code
+        if status == 200:
             try:
-                response = self._http.get(url, params=params)
-            except httpx.TransportError as exc:
-                kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
-                self.stats.errors[kind] += 1
-                if last:
-                    raise ZendeskError(
-                        self.desk,
-                        endpoint,
-                        f"{kind} error after {self.max_attempts} attempts ({type(exc).__name__})",
-                    ) from None
-                self._pause(backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng))
-                continue
-            status = response.status_code
-            if status == 200:
-                try:
-                    return decode(response.content)
-                except (orjson.JSONDecodeError, msgspec.DecodeError) as exc:
-                    raise ZendeskError(
-                        self.desk, endpoint, f"unexpected response body: {exc}", status
-                    ) from None
-            self.stats.errors[str(status)] += 1
-            if status in (401, 403):
-                raise ZendeskAuthError(
-                    self.desk,
-                    endpoint,
-                    f"HTTP {status}: Zendesk refused the credentials; check the desk's "
-                    "email and token",
-                    status,
-                )
-            if status in RETRYABLE_STATUS and not last:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if status == 429:
-                    self.stats.throttled += 1
-                if status == 429 and retry_after is not None:
-                    delay = min(retry_after, self.retry_after_cap)
-                else:
-                    delay = backoff_delay(attempt, self.backoff_base, self.backoff_cap, self.rng)
-                self._pause(delay)
-                continue
-            description = _error_description(response)
-            if status == 400 and "start_time" in description:
-                raise StartTimeTooRecent(self.desk, endpoint, description, status)
-            suffix = f" after {self.max_attempts} attempts" if status in RETRYABLE_STATUS else ""
-            raise ZendeskError(self.desk, endpoint, f"HTTP {status}{suffix}: {description}", status)
-        raise AssertionError("unreachable")
-
-    def _pause(self, seconds: float) -> None:
-        self.stats.retries += 1
-        self.stats.waited_seconds += seconds
-        self.sleep(seconds)
+                return decode(response.content)
+            except (orjson.JSONDecodeError, msgspec.DecodeError) as exc:
+                raise ZendeskError(
+                    self.desk, endpoint, f"unexpected response body: {exc}", status
+                ) from None
+        if status in (401, 403):
+            raise ZendeskAuthError(
+                self.desk,
+                endpoint,
+                f"HTTP {status}: Zendesk refused the credentials; check the desk's email and token",
+                status,
+            )
+        description = _error_description(response)
+        if status == 400 and "start_time" in description:
+            raise StartTimeTooRecent(self.desk, endpoint, description, status)
+        if 300 <= status < 400:
+            description = "redirects are not followed; check the desk's base URL"
+        raise ZendeskError(self.desk, endpoint, f"HTTP {status}: {description}", status)
 
     # --- endpoints ------------------------------------------------------------------------
 
@@ -298,7 +264,8 @@ class ZendeskApi:
             yield page
             if page.end_of_stream or not page.after_url:
                 return
-            # after_url is absolute and already carries cursor, per_page and include
+            # after_url is absolute and already carries cursor, per_page and include; `get`
+            # follows it only on the desk's origin
             url, params = page.after_url, None
 
     def ticket_events(self, start_time: int, per_page: int = 1000) -> dict:
@@ -350,8 +317,6 @@ class ZendeskClient(dg.ConfigurableResource):
     secret_key: str = ""
 
     def secret_box(self) -> SecretBox:
-        from pathlib import Path
-
         return SecretBox.from_settings(self.secret_key or None, Path(self.home))
 
     def open(

@@ -154,7 +154,6 @@ SES_EVENTS = {
     "click": ("Click", None),
     "complaint": ("Complaint", None),
 }
-PROVIDER_KINDS = {"mailgun": MAILGUN_EVENTS, "sendgrid": SENDGRID_EVENTS, "ses": SES_EVENTS}
 
 
 def _iso(moment: datetime) -> str:

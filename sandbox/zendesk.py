@@ -16,9 +16,15 @@ answers the endpoints supportflow uses the way Zendesk does:
   `links.next`, `meta.has_more`), 404 for deleted tickets.
 
 Rate limits per account (exports 10/min, the rest 200/min by default) run on a clock scaled by
-`clock_scale`; 429 carries `Retry-After`. Faults are injected with `inject_faults` (429 with and
-without `Retry-After`, 500/503, timeouts). `apply_changes` adds, updates and deletes tickets and
-adds comments between syncs; `truth_*` give the expected end state for exact comparisons.
+`clock_scale` (`clock`: a test may pass a controlled one); 429 carries `Retry-After`. Faults are
+injected with `inject_faults` (429 with and without `Retry-After`, 500/503, timeouts);
+`upcoming_fault` tells which one the next request gets. `holding(predicate)` stops the requests
+the predicate picks until released, so a test can stop a client at a known point.
+`link_base` (an origin and path, e.g. another local port) makes every next-page link a response
+carries (`after_url`, `next_page`, `links.next`) point there instead of at the account, as a
+hostile or misconfigured upstream would: a client must not follow it.
+`apply_changes` adds, updates and deletes tickets and adds comments between syncs; `truth_*`
+give the expected end state for exact comparisons.
 
 Accounts are served at `/api/v2/...` (account "default") and `/accounts/{account}/api/v2/...`;
 control endpoints live under `/_sandbox/zendesk/{account}/...` (changes, faults, truth).
@@ -34,6 +40,8 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +56,12 @@ SANDBOX_TOKEN = "sandbox-api-token"
 SANDBOX_OAUTH_TOKEN = "sandbox-oauth-token"
 
 EXPORT_ENDPOINTS = ("tickets_export", "ticket_events_export")
+# path suffix -> endpoint name, for clients that want to know what the sandbox will do next
+ENDPOINT_PATHS = (
+    ("/api/v2/incremental/tickets/cursor.json", "tickets_export"),
+    ("/api/v2/incremental/ticket_events.json", "ticket_events_export"),
+    ("/comments.json", "ticket_comments"),
+)
 FAULT_KINDS = ("429", "429_no_retry_after", "500", "503", "timeout")
 
 _WORDS = (
@@ -121,6 +135,28 @@ class FaultPlan:
     served: int = 0
 
 
+class RequestHold:
+    """Requests picked by `predicate(endpoint)` wait until `release()` (at most `max_seconds`).
+    `held` is set once a request waits."""
+
+    def __init__(self, predicate: Callable[[str], bool], max_seconds: float = 120.0):
+        self.predicate = predicate
+        self.max_seconds = max_seconds
+        self.held = threading.Event()
+        self.released = threading.Event()
+
+    def wait(self) -> None:
+        self.released.wait(self.max_seconds)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def endpoint_for_path(path: str) -> str | None:
+    """The sandbox's endpoint name for a request path (None: not an API endpoint)."""
+    return next((name for suffix, name in ENDPOINT_PATHS if path.endswith(suffix)), None)
+
+
 @dataclass
 class ChangeSummary:
     new_ticket_ids: list[int] = field(default_factory=list)
@@ -153,11 +189,13 @@ class ZendeskSandbox:
         oauth_token: str = SANDBOX_OAUTH_TOKEN,
         timeout_delay: float = 3.0,
         now: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.seed = seed
         self.rng = random.Random(seed)
         self.rate_limits = rate_limits if rate_limits is not None else RateLimits()
         self.clock_scale = clock_scale
+        self.clock = clock  # seconds, for the rate-limit windows
         self.email, self.api_token, self.oauth_token = email, api_token, oauth_token
         self.timeout_delay = timeout_delay
         self.lock = threading.RLock()
@@ -179,6 +217,8 @@ class ZendeskSandbox:
         self.responses: Counter[str] = Counter()
         self._windows: dict[str, deque[float]] = {"export": deque(), "api": deque()}
         self.fault_plan: FaultPlan | None = None
+        self._hold: RequestHold | None = None
+        self.link_base: str | None = None  # next-page links point here when set
         self._text_pools: dict[tuple[int, int], list[str]] = {}
         self._json_cache: dict[int, bytes] = {}  # ticket id -> serialised public ticket
         if now is not None:
@@ -600,18 +640,58 @@ class ZendeskSandbox:
         with self.lock:
             self.fault_plan = None
 
-    def _next_fault(self, endpoint: str) -> str | None:
+    def upcoming_fault(self, endpoint: str) -> str | None:
+        """The fault the next request of `endpoint` will get (None: it is served normally)."""
+        with self.lock:
+            return self._fault_of_next(endpoint)
+
+    def _active_plan(self, endpoint: str) -> FaultPlan | None:
         plan = self.fault_plan
         if plan is None or (plan.endpoints and endpoint not in plan.endpoints):
             return None
         if plan.remaining is not None and plan.served >= plan.remaining:
             return None
-        plan.seen += 1
-        if plan.seen % plan.every:
+        return plan
+
+    def _fault_of_next(self, endpoint: str) -> str | None:
+        plan = self._active_plan(endpoint)
+        if plan is None or (plan.seen + 1) % plan.every:
             return None
-        kind = plan.kinds[plan.served % len(plan.kinds)]
-        plan.served += 1
+        return plan.kinds[plan.served % len(plan.kinds)]
+
+    def _next_fault(self, endpoint: str) -> str | None:
+        kind = self._fault_of_next(endpoint)
+        plan = self._active_plan(endpoint)
+        if plan is not None:
+            plan.seen += 1
+            plan.served += kind is not None
         return kind
+
+    @contextmanager
+    def holding(
+        self, predicate: Callable[[str], bool], max_seconds: float = 120.0
+    ) -> Iterator[RequestHold]:
+        """While inside, every request with `predicate(endpoint)` true waits (before it is
+        admitted) until the hold is released; leaving the block releases it."""
+        hold = RequestHold(predicate, max_seconds)
+        with self.lock:
+            self._hold = hold
+        try:
+            yield hold
+        finally:
+            with self.lock:
+                if self._hold is hold:
+                    self._hold = None
+            hold.release()
+
+    def hold_for(self, endpoint: str) -> RequestHold | None:
+        """The hold this request must wait on, if any."""
+        with self.lock:
+            hold = self._hold
+            if hold is None or hold.released.is_set() or not hold.predicate(endpoint):
+                return None
+            hold.held.set()
+            return hold
 
     def _rate_limited(self, endpoint: str) -> float | None:
         """Seconds until the window frees a slot, or None when this request may pass."""
@@ -625,7 +705,7 @@ class ZendeskSandbox:
             return None
         window = 60.0 / self.clock_scale
         stamps = self._windows[category]
-        now = time.monotonic()
+        now = self.clock()
         while stamps and stamps[0] <= now - window:
             stamps.popleft()
         if len(stamps) >= limit:
@@ -841,12 +921,15 @@ def routes(config: Any) -> list[BaseRoute]:
             raise SandboxHTTPError(404, "RecordNotFound", f"no sandbox account {name!r}")
         root = str(request.base_url).rstrip("/")
         base = f"{root}/accounts/{name}" if "account" in request.path_params else root
-        return sandbox, base
+        return sandbox, sandbox.link_base or base
 
     def api(endpoint: str, handler):
         async def endpoint_fn(request: Request) -> Response:
             try:
                 sandbox, base = account_of(request)
+                hold = sandbox.hold_for(endpoint)
+                if hold is not None:
+                    await asyncio.to_thread(hold.wait)
                 verdict = sandbox.admit(endpoint, request.headers.get("authorization"))
                 if verdict is not None:
                     kind, wait = verdict
@@ -862,7 +945,12 @@ def routes(config: Any) -> list[BaseRoute]:
                     if kind in ("500", "503"):
                         return _error(int(kind), "ServerError", "injected server error")
                     if kind == "timeout":
-                        await asyncio.sleep(sandbox.timeout_delay)
+                        # stalled for timeout_delay, or until the client has given up
+                        deadline = time.monotonic() + sandbox.timeout_delay
+                        while time.monotonic() < deadline:
+                            if await request.is_disconnected():
+                                break
+                            await asyncio.sleep(0.02)
                         return _error(503, "ServerError", "injected slow response")
                 return _json(handler(request, sandbox, base))
             except SandboxHTTPError as exc:

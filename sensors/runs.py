@@ -14,11 +14,15 @@ IN_PROGRESS_STATUSES = [
 
 
 def runs_in_progress(
-    instance: dg.DagsterInstance, tags: dict[str, str], limit: int = 1
+    instance: dg.DagsterInstance,
+    tags: dict[str, str],
+    limit: int = 1,
+    job_name: str | None = None,
 ) -> list[dg.RunRecord]:
-    """Runs with all of `tags` that are queued or running, newest first."""
+    """Runs (of `job_name`, if given) with all of `tags` that are queued or running."""
     return list(
         instance.get_run_records(
-            filters=dg.RunsFilter(tags=tags, statuses=IN_PROGRESS_STATUSES), limit=limit
+            filters=dg.RunsFilter(job_name=job_name, tags=tags, statuses=IN_PROGRESS_STATUSES),
+            limit=limit,
         )
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
 
 import pytest
 
+from resources.messages import id_key, tenant_id_key
 from resources.queues import (
     BatchOutcome,
     QueueError,
@@ -20,6 +23,16 @@ from resources.queues import (
 BACKENDS = ["postgres", "sqs"]
 
 
+def activity_key(body):
+    """A producer's key, as a domain declares one (here: the activities producer's)."""
+    return id_key("activity_id", body)
+
+
+def message_key(body):
+    """A producer's key for an id unique only within its tenant."""
+    return tenant_id_key("message_id", body, "message")
+
+
 @pytest.fixture(params=BACKENDS)
 def queues(request):
     return request.getfixturevalue(f"{request.param}_queue_backend")
@@ -28,6 +41,11 @@ def queues(request):
 @pytest.fixture
 def postgres_queue_backend(pg_queues):
     return pg_queues
+
+
+# Set by moto's ReceiveMessage while it long-polls an empty queue: a test sends only once a
+# consumer is really waiting.
+MOTO_LONG_POLL_WAITING = threading.Event()
 
 
 def _atomic_moto_receive(original):
@@ -43,6 +61,7 @@ def _atomic_moto_receive(original):
                 got = original(self, queue_name, count, 0, *args, **kwargs)
             if got or time.monotonic() >= deadline:
                 return got
+            MOTO_LONG_POLL_WAITING.set()
             time.sleep(0.05)
 
     return receive_message
@@ -99,10 +118,18 @@ def wait_until_received(queues, queue, timeout=15.0, **kwargs):
     return []
 
 
+def receive_at_least(queues, queue, n, timeout=15.0, **kwargs):
+    """Receive until `n` messages came (one receive may hand out fewer than are visible)."""
+    got: list = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        got += queues.receive(queue, **kwargs)
+    return got
+
+
 def test_send_receive_ack_roundtrip(queues):
     assert queues.send("activities", [{"activity_id": f"a{i}", "n": i} for i in range(3)]) == 3
-    got = wait_until_received(queues, "activities", max_messages=10, visibility_timeout=30)
-    got += queues.receive("activities", max_messages=10, visibility_timeout=30)
+    got = receive_at_least(queues, "activities", 3, max_messages=10, visibility_timeout=30)
     assert sorted(m.body["n"] for m in got) == [0, 1, 2]
     assert all(m.receive_count == 1 and not m.previously_acked for m in got)
     assert queues.ack(got) == 3
@@ -131,16 +158,16 @@ def test_received_message_is_not_handed_to_a_second_consumer(queues):
 
 
 def test_consumer_that_dies_without_ack_loses_nothing(queues):
-    queues.send("activities", [{"activity_id": "dies"}])
-    # (3 s: longer than the 1 s long poll of the sqs fixture, so "invisible" is not a race)
-    first = wait_until_received(queues, "activities", visibility_timeout=3)
+    queues.send("activities", [{"activity_id": "dies"}], dedup_key=activity_key)
+    first = wait_until_received(queues, "activities", visibility_timeout=1)
     assert [m.dedup_id for m in first] == ["activity_id:dies"]
-    # the consumer "dies": no ack. While invisible nobody else gets it ...
-    assert queues.receive("activities", visibility_timeout=1) == []
-    # ... and after the timeout it comes back, its receive counted
-    again = wait_until_received(queues, "activities", visibility_timeout=30)
+    # the consumer "dies": no ack. After its visibility timeout the message comes back, its
+    # receive counted ...
+    again = wait_until_received(queues, "activities", visibility_timeout=60)
     assert [m.body for m in again] == [{"activity_id": "dies"}]
     assert again[0].receive_count == 2
+    # ... and while a consumer has it (60 s, far longer than any receive here) nobody else does
+    assert queues.receive("activities", visibility_timeout=1) == []
 
 
 def test_dead_letter_after_max_receives_keeps_body_and_error(queues):
@@ -177,19 +204,51 @@ def test_consumer_that_dies_every_time_ends_in_the_dead_letter_queue(queues):
 def test_retry_later_hides_the_message_for_the_delay(queues):
     queues.send("email_sent", [{"notification_id": "n1"}])
     [message] = wait_until_received(queues, "email_sent", visibility_timeout=30)
-    assert queues.retry_later(message, 3, "notification store down") is False
-    assert queues.receive("email_sent", visibility_timeout=30) == []
+    assert queues.retry_later(message, 1, "notification store down") is False
     [back] = wait_until_received(queues, "email_sent", visibility_timeout=30)
     assert back.receive_count == 2
+    # hidden for the whole delay (60 s: no receive here can outlast it)
+    assert queues.retry_later(back, 60, "still down") is False
+    assert queues.receive("email_sent", visibility_timeout=30) == []
+    stats = next(s for s in queues.stats() if s.queue == "email_sent")
+    assert (stats.visible, stats.delayed + stats.in_flight) == (0, 1)
 
 
 def test_duplicate_of_an_acknowledged_id_is_flagged(queues):
-    queues.send("activities", [{"activity_id": "dup-1", "v": 1}])
+    queues.send("activities", [{"activity_id": "dup-1", "v": 1}], dedup_key=activity_key)
     first = wait_until_received(queues, "activities", visibility_timeout=30)
     queues.ack(first)
-    queues.send("activities", [{"activity_id": "dup-1", "v": 2}])
+    queues.send("activities", [{"activity_id": "dup-1", "v": 2}], dedup_key=activity_key)
     [again] = wait_until_received(queues, "activities", visibility_timeout=30)
     assert again.previously_acked and again.body["v"] == 2
+
+
+def test_the_producer_declares_the_idempotency_key(queues):
+    """The same id in two tenants is two messages when the producer's key says so; without a key
+    (or without a usable id) a message is known by the hash of its canonical JSON."""
+    acme = {"tenant_id": "acme", "message_id": "m-1", "text": "hello"}
+    globex = {"tenant_id": "globex", "message_id": "m-1", "text": "hello"}
+    queues.send("messages", [acme, globex], dedup_key=message_key)
+    first = wait_until_received(queues, "messages", max_messages=10, visibility_timeout=30)
+    first += queues.receive("messages", max_messages=10, visibility_timeout=30)
+    assert sorted(m.dedup_id for m in first) == ["message:acme:m-1", "message:globex:m-1"]
+    queues.ack(first)
+
+    canonical = json.dumps({"text": "hello", "message_id": "m-2"}, sort_keys=True,
+                           separators=(",", ":"))  # fmt: skip
+    hashed = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    resent = [{**acme, "text": "hello again"}, {"message_id": "m-2", "text": "hello"}]
+    queues.send("messages", resent, dedup_key=message_key)
+    again = wait_until_received(queues, "messages", max_messages=10, visibility_timeout=30)
+    again += queues.receive("messages", max_messages=10, visibility_timeout=30)
+    by_id = {m.dedup_id: m for m in again}
+    assert set(by_id) == {"message:acme:m-1", hashed}
+    assert by_id["message:acme:m-1"].previously_acked  # a re-send of an applied message
+    queues.ack([by_id["message:acme:m-1"]])
+    assert not by_id[hashed].previously_acked  # no tenant: no usable key, the body's hash
+    queues.dead_letter(by_id[hashed], "tenant_id: missing")
+    [dead] = queues.dead_letters("messages")
+    assert dead.dedup_id == hashed and dead.error == "tenant_id: missing"
 
 
 def test_drain_applies_rejects_and_retries(queues, resources):
@@ -244,7 +303,10 @@ def test_queue_names_and_dedup_ids():
     assert validate_queue_name("email_events.eu-1") == "email_events.eu-1"
     with pytest.raises(QueueError, match="unknown queue"):
         validate_queue_name("nope")
-    assert dedup_id_for({"activity_id": 7, "x": 1}) == "activity_id:7"
+    assert dedup_id_for({"activity_id": 7, "x": 1}, activity_key) == "activity_id:7"
+    # no key declared: an id field is not guessed, the body's hash serves
+    assert dedup_id_for({"activity_id": 7}).startswith("sha256:")
+    assert dedup_id_for({"activity_id": ""}, activity_key).startswith("sha256:")
     assert dedup_id_for({"b": 1, "a": 2}) == dedup_id_for({"a": 2, "b": 1})
 
 
@@ -290,7 +352,9 @@ def test_sqs_queue_is_created_with_a_dead_letter_queue_and_redrive_policy(sqs_qu
     url = client.get_queue_url(QueueName=name)["QueueUrl"]
     attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     policy = json.loads(attributes["RedrivePolicy"])
-    assert int(policy["maxReceiveCount"]) == 5
+    # one receive beyond ours: `receive` moves an exhausted message itself (and it is alerted);
+    # SQS moves it only if a consumer dies in between
+    assert int(policy["maxReceiveCount"]) == sqs_queue_backend.max_receives + 1 == 6
     assert policy["deadLetterTargetArn"].endswith(f":{name}_dlq")
     [row] = [s for s in sqs_queue_backend.stats() if s.queue == "email_events.eu-1"]
     assert (row.visible, row.dead) == (1, 0)
@@ -317,12 +381,31 @@ def test_sqs_uses_batches_of_ten(sqs_queue_backend):
 
 
 def test_sqs_receive_long_polls(sqs_queue_backend):
-    sqs_queue_backend.depth("feedback")  # create the queue before the consumer waits on it
-    timer = threading.Timer(0.3, sqs_queue_backend.send, ("feedback", [{"item_id": "late"}]))
-    timer.start()
-    got = sqs_queue_backend.receive("feedback", visibility_timeout=30)
-    timer.join()
+    from resources.sqs import SqsQueues
+
+    # a long poll of 20 s (the SQS maximum): the message is sent only once the receive waits
+    waiting = SqsQueues(
+        prefix=sqs_queue_backend.prefix,
+        endpoint_url=sqs_queue_backend.endpoint_url,
+        region_name=sqs_queue_backend.region_name,
+        warehouse=sqs_queue_backend.warehouse,
+        wait_time_seconds=20,
+    )
+    waiting.depth("feedback")  # create the queue before the consumer waits on it
+    MOTO_LONG_POLL_WAITING.clear()
+
+    def send_while_polled() -> None:
+        if MOTO_LONG_POLL_WAITING.wait(30):
+            sqs_queue_backend.send("feedback", [{"item_id": "late"}])
+
+    sender = threading.Thread(target=send_while_polled)
+    sender.start()
+    started = time.monotonic()
+    got = waiting.receive("feedback", visibility_timeout=30)
+    sender.join()
+    assert MOTO_LONG_POLL_WAITING.is_set(), "the receive never waited"
     assert [m.body for m in got] == [{"item_id": "late"}]
+    assert time.monotonic() - started < 20  # it returned with the message, not at the end
 
 
 def test_cli_queue_commands_use_sqs_when_configured(sqs_queue_backend, tmp_path):
@@ -349,3 +432,48 @@ def test_cli_queue_commands_use_sqs_when_configured(sqs_queue_backend, tmp_path)
     stats = subprocess.run([*cli, "stats"], env=env, capture_output=True, text=True)
     line = next(x for x in stats.stdout.splitlines() if x.startswith("email_sent "))
     assert line.split()[1:] == ["1", "0", "0", "0"]
+
+
+# --- every dead-lettering alerted; one size limit for both backends (issue 14) ---------------
+
+
+def test_consumer_that_keeps_dying_is_dead_lettered_with_an_alert(queues):
+    """Received max_receives times and never acknowledged nor failed (the consumer process
+    died each time): the next drain moves it aside and raises one alert, on both backends."""
+    queues.send("activities", [{"activity_id": "kills-its-consumer"}])
+    for attempt in range(1, queues.max_receives + 1):
+        [got] = wait_until_received(queues, "activities", visibility_timeout=0)
+        assert got.receive_count == attempt  # ... and the consumer dies: no ack, no retry_later
+    queues.send("activities", [{"activity_id": "after-it"}])
+    alerts: list[tuple] = []
+    applied: list[str] = []
+
+    def apply_batch(messages):
+        applied.extend(m.body["activity_id"] for m in messages)
+
+    deadline = time.monotonic() + 15
+    drain(queues, "activities", apply_batch, raise_alert=lambda *a: alerts.append(a))
+    while "after-it" not in applied and time.monotonic() < deadline:  # moto: eventual
+        drain(queues, "activities", apply_batch, raise_alert=lambda *a: alerts.append(a))
+    assert applied == ["after-it"]
+    [(source, summary, details)] = alerts
+    assert source == "queue:activities" and "dead-letter queue of activities" in summary
+    assert details["count"] == 1 and "without acknowledgement" in details["errors"][0]
+    [dead] = queues.dead_letters("activities")
+    assert dead.body == {"activity_id": "kills-its-consumer"}
+
+
+def test_one_message_size_limit_for_both_backends_at_send(queues):
+    from resources.payloads import MAX_MESSAGE_BYTES
+
+    assert MAX_MESSAGE_BYTES == 256 * 1024
+    fits = {"activity_id": "fits", "pad": "x" * (MAX_MESSAGE_BYTES - 1024)}
+    too_big = {"activity_id": "too-big", "pad": "x" * MAX_MESSAGE_BYTES}
+    with pytest.raises(QueueError, match=r"message activity_id:too-big: is \d+ bytes; .*262144"):
+        queues.send("activities", [fits, too_big], dedup_key=lambda b: id_key("activity_id", b))
+    with pytest.raises(QueueError, match="NaN or Infinity"):
+        queues.send("activities", [{"activity_id": "nan", "x": float("nan")}])
+    with pytest.raises(QueueError, match="NUL character"):
+        queues.send("activities", [{"activity_id": "nul", "x": "\x00"}])
+    assert queues.depth("activities") == 0  # checked before anything is sent
+    assert queues.send("activities", [fits]) == 1

@@ -11,16 +11,21 @@ answers the same way (ARCHITECTURE.md, HTTP):
   413 for a body over `max_body_bytes` (1 MiB), counted while the stream is read, not only from
   Content-Length;
 - `service.parse_json(raw)`: the decoded JSON document, 400 when malformed;
-- `await service.enqueue(queue, bodies)`: send to a queue and return only once the messages are
+- `await service.enqueue(queue, bodies, dedup_key)`: send to a queue with the producer's
+  idempotency key (the domain's `rules.py` declares it) and return only once the messages are
   durably stored (503 when the queue cannot take them), so a 2xx always means "enqueued";
 - `service.reject(status, reason)`: raise the error response (`{"error": reason}`);
 - `service.settings`, `service.queues` (QueueResource), `service.warehouse` (WarehouseResource),
   `service.extras` (optional collaborators by name, e.g. an injected fetcher in tests).
 
 Handlers verify (401 for a bad or missing signature or a stale timestamp) before anything is
-enqueued. `GET /healthz` answers 200 while the service is up. `serve_in_thread(app)` runs the app
-with uvicorn in a background thread on a free port (tests, demo, benchmarks);
-`supportflow webhooks serve` runs it in the foreground.
+enqueued; verified input that can never be stored is refused with `service.reject_input` (4xx,
+kept in `control.rejected_input`); a database that is down is a 503 with `Retry-After` on every
+endpoint (`WebhookService.exception_handlers`). `GET /healthz` is readiness: 200
+`{"status": "ok"}` while the warehouse answers, else 503 (a load balancer stops sending);
+`GET /livez` is liveness: 200 while the process serves at all (restart it only when that
+fails). `serve_in_thread(app)` runs the app with uvicorn in a background thread on a free port
+(tests, demo, benchmarks); `supportflow webhooks serve` runs it in the foreground.
 """
 
 from __future__ import annotations
@@ -41,31 +46,39 @@ from starlette.routing import Route
 
 from resources.runtime import build_resources, warehouse_url
 from resources.settings import Settings
+from webhooks.api import routes as api_routes
 from webhooks.feedback import routes as feedback_routes
 from webhooks.providers import routes as email_routes
-from webhooks.service import MAX_BODY_BYTES, WebhookService
+from webhooks.service import (
+    MAX_BODY_BYTES,
+    RETRY_AFTER_SECONDS,
+    SERVICE_POOL_TIMEOUT_SECONDS,
+    WebhookService,
+)
 
 __all__ = ["MAX_BODY_BYTES", "WebhookService", "create_app", "serve", "serve_in_thread"]
 
 RouteProvider = Callable[[WebhookService], list[Route]]
 # Each domain's endpoints: email providers, pushed feedback.
-ROUTE_PROVIDERS: list[RouteProvider] = [email_routes, feedback_routes]
+ROUTE_PROVIDERS: list[RouteProvider] = [email_routes, feedback_routes, api_routes]
 
 
-async def healthz(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+async def livez(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "alive"})
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def build_service(settings: Settings | None = None) -> WebhookService:
     """The service over the configured queues and warehouse (embedded server started if needed)."""
     settings = settings or Settings.from_env()
     warehouse_url(settings)  # start + migrate before the first request, not during it
-    resources = build_resources(settings, for_dagster=False)
+    resources = build_resources(
+        settings, for_dagster=False, pool_timeout_seconds=SERVICE_POOL_TIMEOUT_SECONDS
+    )
     return WebhookService(
         settings=settings, queues=resources["queues"], warehouse=resources["warehouse"]
     )
@@ -74,12 +87,29 @@ def build_service(settings: Settings | None = None) -> WebhookService:
 def create_app(
     service: WebhookService | None = None, providers: Sequence[RouteProvider] | None = None
 ) -> Starlette:
-    """The Starlette app: `/healthz` plus every route provider's routes."""
+    """The Starlette app: `/healthz`, `/livez` plus every route provider's routes."""
     service = service or build_service()
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+
+    async def healthz(request: Request) -> JSONResponse:
+        problem = await service.readiness()
+        if problem is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(
+            {"status": "unavailable", "reason": problem},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+    routes: list[Route] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+    ]
     for provider in ROUTE_PROVIDERS if providers is None else providers:
         routes.extend(provider(service))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, **service.exception_handlers()},
+    )
     app.state.service = service
     return app
 

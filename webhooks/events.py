@@ -10,21 +10,27 @@ One message per provider event:
 
 The tenant comes from custom parameters the helpdesk sets when sending (Mailgun
 `user-variables`, SendGrid custom args, SES message tags). `notification_id` is kept inside
-`custom_params`, never at the top level, because the queue's idempotency id prefers a top-level
-`notification_id` and every event of one notification would then look like a duplicate.
+`custom_params`, never at the top level: one notification has many events, and the message's
+idempotency key is its `event_id` (`assets.email.rules.receipt_key`).
 """
 
 from __future__ import annotations
 
-import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 from assets.email.rules import classify_mailgun, classify_sendgrid, classify_ses
+from resources.payloads import PayloadError, loads
 
 
 class EventFormatError(ValueError):
-    """A verified request whose content is not a provider event we understand."""
+    """A verified request whose content is not a provider event we understand; the message
+    names the field, never its value."""
+
+
+# the latest instant a timestamp may name (datetime's range): 9999-12-31T23:59:59Z
+MAX_EPOCH_SECONDS = 253_402_300_799
 
 
 SENDGRID_STANDARD_FIELDS = {
@@ -58,16 +64,47 @@ SENDGRID_STANDARD_FIELDS = {
 }
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+def _epoch(value: Any, what: str) -> str:
+    """A provider's unix timestamp as ISO 8601 UTC: a finite number within datetime's range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EventFormatError(f"{what} must be a number")
+    if not math.isfinite(value) or not 0 <= value <= MAX_EPOCH_SECONDS:
+        raise EventFormatError(f"{what} must be a unix time between 1970 and 9999")
+    return datetime.fromtimestamp(value, tz=UTC).isoformat()
 
 
 def _text(value: Any, what: str) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise EventFormatError(f"missing {what}")
-    if not isinstance(value, str | int | float):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise EventFormatError(f"{what} must be a string")
+    if isinstance(value, float) and not math.isfinite(value):
         raise EventFormatError(f"{what} must be a string")
     return str(value).strip()
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise EventFormatError(f"{what} must be a string or null")
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """An optional JSON object (absent or null: empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventFormatError(f"{what} must be an object")
+    return value
+
+
+def _objects(value: Any, what: str) -> list[dict[str, Any]]:
+    """An optional list of JSON objects (absent or null: empty)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise EventFormatError(f"{what} must be a list of objects")
+    return value
 
 
 def _message(
@@ -116,19 +153,19 @@ def normalise_mailgun(document: Any) -> list[dict[str, Any]]:
         raise EventFormatError("Mailgun webhook lacks an event-data object")
     event = _text(data.get("event"), "event-data.event")
     event_id = _text(data.get("id"), "event-data.id")
-    headers = (data.get("message") or {}).get("headers") or {}
+    message = _object(data.get("message"), "event-data.message")
+    headers = _object(message.get("headers"), "event-data.message.headers")
     reference = strip_angle_brackets(_text(headers.get("message-id"), "message.headers.message-id"))
-    timestamp = data.get("timestamp")
-    if not isinstance(timestamp, int | float):
-        raise EventFormatError("event-data.timestamp must be a number")
-    custom = data.get("user-variables") or {}
-    if not isinstance(custom, dict):
-        raise EventFormatError("event-data.user-variables must be an object")
-    status = data.get("delivery-status") or {}
-    severity = data.get("severity")
-    reason = data.get("reason")
-    if isinstance(status, dict) and (status.get("description") or status.get("message")):
-        reason = f"{reason or ''} {status.get('description') or status.get('message')}".strip()
+    occurred_at = _epoch(data.get("timestamp"), "event-data.timestamp")
+    custom = _object(data.get("user-variables"), "event-data.user-variables")
+    status = _object(data.get("delivery-status"), "event-data.delivery-status")
+    severity = _optional_text(data.get("severity"), "event-data.severity")
+    reason = _optional_text(data.get("reason"), "event-data.reason")
+    detail = status.get("description") or status.get("message")
+    if detail:
+        detail = _optional_text(detail, "event-data.delivery-status.description")
+        reason = f"{reason or ''} {detail}".strip()
+    envelope = _object(data.get("envelope"), "event-data.envelope")
     return [
         _message(
             "mailgun",
@@ -136,13 +173,13 @@ def normalise_mailgun(document: Any) -> list[dict[str, Any]]:
             reference,
             event,
             classify_mailgun(event, severity),
-            _iso(float(timestamp)),
+            occurred_at,
             custom,
             data,
             severity=severity,
             reason=reason,
-            recipient=data.get("recipient"),
-            sender=(data.get("envelope") or {}).get("sender"),
+            recipient=_optional_text(data.get("recipient"), "event-data.recipient"),
+            sender=_optional_text(envelope.get("sender"), "event-data.envelope.sender"),
         )
     ]
 
@@ -159,11 +196,11 @@ def normalise_sendgrid(document: Any) -> list[dict[str, Any]]:
         event_id = _text(event.get("sg_event_id"), f"event {index}: sg_event_id")
         # sg_message_id is the X-Message-Id returned at send time plus ".filter..." routing info
         message_id = _text(event.get("sg_message_id"), f"event {index}: sg_message_id")
-        timestamp = event.get("timestamp")
-        if not isinstance(timestamp, int | float):
-            raise EventFormatError(f"event {index}: timestamp must be a number")
+        occurred_at = _epoch(event.get("timestamp"), f"event {index}: timestamp")
         custom = {k: v for k, v in event.items() if k not in SENDGRID_STANDARD_FIELDS}
-        bounce_type = event.get("type")
+        bounce_type = _optional_text(event.get("type"), f"event {index}: type")
+        reason = _optional_text(event.get("reason"), f"event {index}: reason")
+        response = _optional_text(event.get("response"), f"event {index}: response")
         messages.append(
             _message(
                 "sendgrid",
@@ -171,30 +208,40 @@ def normalise_sendgrid(document: Any) -> list[dict[str, Any]]:
                 message_id.split(".", 1)[0],
                 name,
                 classify_sendgrid(name, bounce_type),
-                _iso(float(timestamp)),
+                occurred_at,
                 custom,
                 event,
                 severity=bounce_type if name == "bounce" else None,
-                reason=event.get("reason") or event.get("response"),
-                recipient=event.get("email"),
-                sender=custom.get("sender"),
+                reason=reason or response,
+                recipient=_optional_text(event.get("email"), f"event {index}: email"),
+                sender=_optional_text(custom.get("sender"), f"event {index}: sender"),
             )
         )
     return messages
 
 
 def _ses_tags(mail: dict[str, Any]) -> dict[str, Any]:
-    tags = mail.get("tags") or {}
+    tags = _object(mail.get("tags"), "mail.tags")
     # event publishing gives each tag as a list of values
     return {k: (v[0] if isinstance(v, list) and v else v) for k, v in tags.items()}
 
 
+def _addresses(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EventFormatError(f"{what} must be a list of addresses")
+    return value
+
+
 def normalise_ses(sns_message_id: str, message_text: str) -> list[dict[str, Any]]:
     """The `Message` of an SNS notification carrying an SES event -> one message."""
+    if not isinstance(message_text, str):
+        raise EventFormatError("SNS Message must be a string holding a JSON SES event")
     try:
-        data = json.loads(message_text)
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise EventFormatError("SNS Message is not a JSON SES event") from exc
+        data = loads(message_text)
+    except PayloadError as exc:
+        raise EventFormatError(f"SNS Message is not a JSON SES event: it is {exc}") from None
     if not isinstance(data, dict):
         raise EventFormatError("SNS Message is not a JSON SES event")
     event_type = _text(data.get("eventType") or data.get("notificationType"), "SES eventType")
@@ -204,29 +251,38 @@ def normalise_ses(sns_message_id: str, message_text: str) -> list[dict[str, Any]
     reference = _text(mail.get("messageId"), "mail.messageId")
     detail_key = event_type[0].lower() + event_type[1:]
     detail = data.get(detail_key) if isinstance(data.get(detail_key), dict) else {}
-    bounce_type = detail.get("bounceType") if event_type == "Bounce" else None
+    bounce_type = None
+    if event_type == "Bounce":
+        bounce_type = _optional_text(detail.get("bounceType"), "bounce.bounceType")
     occurred = detail.get("timestamp") or mail.get("timestamp")
     try:
         occurred_at = datetime.fromisoformat(
             _text(occurred, "SES timestamp").replace("Z", "+00:00")
         )
-    except ValueError as exc:
-        raise EventFormatError("SES timestamp is not ISO 8601") from exc
+        if occurred_at.tzinfo is None:
+            occurred_at = occurred_at.replace(tzinfo=UTC)
+        occurred_iso = occurred_at.astimezone(UTC).isoformat()
+    except (ValueError, OverflowError) as exc:
+        raise EventFormatError("SES timestamp is not an ISO 8601 time") from exc
+    bounced = _objects(detail.get("bouncedRecipients"), f"{detail_key}.bouncedRecipients")
+    complained = _objects(detail.get("complainedRecipients"), f"{detail_key}.complainedRecipients")
+    listed = _addresses(detail.get("recipients"), f"{detail_key}.recipients")
+    destination = _addresses(mail.get("destination"), "mail.destination")
     recipients = (
-        [r.get("emailAddress") for r in detail.get("bouncedRecipients") or []]
-        or [r.get("emailAddress") for r in detail.get("complainedRecipients") or []]
-        or detail.get("recipients")
-        or mail.get("destination")
+        [r.get("emailAddress") for r in bounced]
+        or [r.get("emailAddress") for r in complained]
+        or listed
+        or destination
         or [None]
     )
     reason = None
     if event_type == "Bounce":
-        diagnostic = next(
-            (r.get("diagnosticCode") for r in detail.get("bouncedRecipients") or []), None
-        )
-        reason = " ".join(filter(None, (bounce_type, detail.get("bounceSubType"), diagnostic)))
+        diagnostic = next((r.get("diagnosticCode") for r in bounced), None)
+        parts = (bounce_type, detail.get("bounceSubType"), diagnostic)
+        reason = " ".join(str(part) for part in parts if part)
     elif detail:
         reason = detail.get("reason") or detail.get("smtpResponse") or detail.get("errorMessage")
+        reason = _optional_text(reason, f"{detail_key}.reason")
     return [
         _message(
             "ses",
@@ -234,12 +290,12 @@ def normalise_ses(sns_message_id: str, message_text: str) -> list[dict[str, Any]
             reference,
             event_type,
             classify_ses(event_type, bounce_type),
-            occurred_at.astimezone(UTC).isoformat(),
+            occurred_iso,
             _ses_tags(mail),
             data,
             severity=bounce_type,
             reason=reason,
-            recipient=recipients[0],
-            sender=mail.get("source"),
+            recipient=_optional_text(recipients[0], "recipient emailAddress"),
+            sender=_optional_text(mail.get("source"), "mail.source"),
         )
     ]

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from assets.feedback.rules import FeedbackValidationError
-from assets.feedback.sources.webhook import to_message, validate_payload
+from assets.feedback.sources.webhook import feedback_message_key, to_message, validate_payload
 from assets.feedback.store import WorkspaceError, token_matches, webhook_source
 
 QUEUE = "feedback"
@@ -41,13 +41,13 @@ def routes(service) -> list[Route]:
                 headers={"WWW-Authenticate": 'Bearer realm="feedback"'},
             )
         raw = await service.read_body(request, ("application/json",))
-        document = service.parse_json(raw)
+        document = service.parse_json(raw, verified=True)  # after the token check
         try:
             items = validate_payload(document)
-        except FeedbackValidationError as exc:
-            service.reject(400, str(exc))
+        except FeedbackValidationError as exc:  # the token held: kept with the reason, 400
+            service.reject_input(400, str(exc), QUEUE)
         messages = [to_message(source, item) for item in items]
-        await service.enqueue(QUEUE, messages)
+        await service.enqueue(QUEUE, messages, feedback_message_key)
         return JSONResponse(
             {"accepted": len(messages), "item_ids": [m["item_id"] for m in messages]},
             status_code=202,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from assets.email.rules import receipt_key
 from webhooks.events import (
     EventFormatError,
     normalise_mailgun,
@@ -25,11 +25,11 @@ from webhooks.events import (
 )
 from webhooks.service import WebhookService
 from webhooks.verify import (
-    SNS_CERT_HOST,
     MailgunTokenStore,
     SignatureError,
     SnsCertificateCache,
     fetch_certificate,
+    is_sns_https_url,
     load_sendgrid_key,
     verify_mailgun,
     verify_sendgrid,
@@ -65,7 +65,7 @@ def routes(service: WebhookService) -> list[Route]:
         if not await service.run_sync(tokens.claim, token):
             service.reject(401, "Mailgun token already used (replay)")
         try:
-            queued = await service.enqueue(EVENTS_QUEUE, messages)
+            queued = await service.enqueue(EVENTS_QUEUE, messages, receipt_key)
         except BaseException:
             await service.run_sync(tokens.release, token)  # so Mailgun's retry is accepted
             raise
@@ -83,8 +83,9 @@ def routes(service: WebhookService) -> list[Route]:
             )
         except SignatureError as exc:
             service.reject(401, str(exc))
-        messages = _normalised(service, normalise_sendgrid, service.parse_json(raw))
-        return JSONResponse({"queued": await service.enqueue(EVENTS_QUEUE, messages)})
+        document = service.parse_json(raw, verified=True)  # the signature covers the raw body
+        messages = _normalised(service, normalise_sendgrid, document)
+        return JSONResponse({"queued": await service.enqueue(EVENTS_QUEUE, messages, receipt_key)})
 
     async def ses(request: Request) -> JSONResponse:
         envelope = service.parse_json(await service.read_body(request, SNS_CONTENT_TYPES))
@@ -107,7 +108,7 @@ def routes(service: WebhookService) -> list[Route]:
         if not isinstance(message_id, str) or not message_id:
             service.reject(400, "SNS notification lacks MessageId")
         messages = _normalised(service, normalise_ses, message_id, envelope.get("Message"))
-        return JSONResponse({"queued": await service.enqueue(EVENTS_QUEUE, messages)})
+        return JSONResponse({"queued": await service.enqueue(EVENTS_QUEUE, messages, receipt_key)})
 
     return [
         Route("/webhooks/mailgun", mailgun, methods=["POST"]),
@@ -119,15 +120,14 @@ def routes(service: WebhookService) -> list[Route]:
 def _normalised(service: WebhookService, normalise: Any, *args: Any) -> list[dict[str, Any]]:
     try:
         return normalise(*args)
-    except EventFormatError as exc:
-        service.reject(400, str(exc))
+    except EventFormatError as exc:  # verified, but not an event we can read: kept, 400
+        service.reject_input(400, str(exc), EVENTS_QUEUE)
 
 
 def _confirm_subscription(service: WebhookService, fetch: Any, envelope: dict[str, Any]) -> None:
     """Visit SubscribeURL (only on an SNS host; the topic was already checked as allowed)."""
     url = str(envelope.get("SubscribeURL") or "")
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not SNS_CERT_HOST.match((parts.hostname or "").lower()):
+    if not is_sns_https_url(url):
         service.reject(400, "SubscribeURL is not on an SNS host")
     try:
         fetch(url)

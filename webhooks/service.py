@@ -3,28 +3,61 @@
 Each domain owns its endpoints in its own module (`webhooks/providers.py`, `webhooks/feedback.py`)
 as a route provider, `routes(service: WebhookService) -> list[Route]`; `webhooks/app.py`
 assembles them. The service gives every handler the same building blocks, so every endpoint
-answers the same way (ARCHITECTURE.md, HTTP).
+answers the same way (ARCHITECTURE.md, HTTP):
+
+- hostile bodies cost little: JSON nested deeper than 64 levels is a 400 before it is decoded;
+- input that was verified (signature, token) but can never be stored or read (content
+  PostgreSQL `jsonb` cannot hold, a field of the wrong type, a message over the queue's 256 KiB)
+  is refused for good with `reject_input`: 4xx at once, so the sender stops retrying, and the
+  body is kept with the reason in `control.rejected_input` (`resources/rejected.py`);
+- a database or queue that is down is a 503 with `Retry-After` within `pool_timeout_seconds`
+  of the warehouse (a few seconds for the service), never a 500 after 30 s;
+- log lines name the endpoint, the status and what failed (an exception type, a SQLSTATE),
+  never a body, a field's value or a credential.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import psycopg
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
-from resources.queues import QueueResource
+from resources.messages import DedupKey
+from resources.payloads import MessageTooLarge, PayloadError, encode_message, loads
+from resources.queues import QueueResource, dedup_id_for
+from resources.rejected import keep_rejected_input
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
+from webhooks.verify import CertificateUnavailable
 
 log = logging.getLogger("supportflow.webhooks")
 
 MAX_BODY_BYTES = 1024 * 1024
+# how long the service waits for a warehouse connection before answering 503
+SERVICE_POOL_TIMEOUT_SECONDS = 3.0
+RETRY_AFTER_SECONDS = 30
+
+
+class RejectedInput(HTTPException):
+    """Verified input refused for good: answered with its status and kept with the reason."""
+
+    def __init__(self, status_code: int, reason: str, queue: str | None = None):
+        super().__init__(status_code=status_code, detail=reason)
+        self.queue = queue
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What failed, for a log line: the exception type and SQLSTATE, never its text (a database
+    error's text quotes the offending data)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
 
 
 @dataclass
@@ -42,6 +75,17 @@ class WebhookService:
     @staticmethod
     def reject(status_code: int, reason: str) -> NoReturn:
         raise HTTPException(status_code=status_code, detail=reason)
+
+    @staticmethod
+    def reject_input(status_code: int, reason: str, queue: str | None = None) -> NoReturn:
+        """Refuse verified input for good: the answer is `status_code` with the reason, and the
+        request's body is kept with the reason in `control.rejected_input`."""
+        raise RejectedInput(status_code, reason, queue)
+
+    @staticmethod
+    def unavailable(reason: str) -> NoReturn:
+        """503 with Retry-After: a passing failure on our side, the sender retries."""
+        raise HTTPException(503, reason, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     async def read_body(self, request: Request, content_types: Sequence[str]) -> bytes:
         """The raw body, after checking its media type (415) and size (413) while streaming."""
@@ -62,22 +106,113 @@ class WebhookService:
             if size > self.max_body_bytes:
                 self.reject(413, f"body over {self.max_body_bytes} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+        raw = b"".join(chunks)
+        request.state.raw_body = raw  # kept if the input is refused after verification
+        return raw
 
-    def parse_json(self, raw: bytes) -> Any:
+    def parse_json(self, raw: bytes, *, verified: bool = False) -> Any:
+        """The decoded document; 400 for malformed JSON or nesting deeper than 64 levels
+        (refused before decoding). `verified`: the sender is already proven (a signature over
+        the raw body, a bearer token), so a refused body is kept (`reject_input`). `NaN` and
+        `Infinity` decode, so a verified body holding them is refused by `enqueue` for what it
+        is, and kept."""
         try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            self.reject(400, f"body is not valid JSON: {exc}")
+            return loads(raw)
+        except PayloadError as exc:
+            if verified:  # kept; the handler logs the one line
+                self.reject_input(400, f"body is {exc}")
+            log.warning("refused a request body: %s", str(exc).split(":", 1)[0])
+            self.reject(400, f"body is {exc}")
 
-    async def enqueue(self, queue: str, bodies: Sequence[dict[str, Any]]) -> int:
-        """Send and return once stored; 503 (the sender retries) when the queue fails."""
+    async def enqueue(
+        self, queue: str, bodies: Sequence[dict[str, Any]], dedup_key: DedupKey | None = None
+    ) -> int:
+        """Send with the producer's idempotency key and return once stored. A message no queue
+        can take (content `jsonb` cannot hold: 400; over 256 KiB: 413) is refused for good and
+        kept; a queue that fails is a 503 with Retry-After (the sender retries)."""
+        for index, body in enumerate(bodies):
+            try:
+                encode_message(body, dedup_id_for(body, dedup_key))
+            except MessageTooLarge as exc:
+                self.reject_input(413, f"event {index}: the message {exc}", queue)
+            except PayloadError as exc:
+                self.reject_input(
+                    400, f"event {index}: {exc}, which the platform cannot store", queue
+                )
         try:
-            return await run_in_threadpool(self.queues.send, queue, list(bodies))
+            return await run_in_threadpool(
+                self.queues.send, queue, list(bodies), dedup_key=dedup_key
+            )
         except Exception as exc:
-            log.warning("could not enqueue %d message(s) on %s: %s", len(bodies), queue, exc)
-            self.reject(503, f"could not enqueue on {queue}; retry later")
+            log.warning(
+                "could not enqueue %d message(s) on %s: %s",
+                len(bodies),
+                queue,
+                describe_failure(exc),
+            )
+            self.unavailable(f"could not enqueue on {queue}; retry later")
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking work (database calls) off the event loop."""
         return await run_in_threadpool(fn, *args)
+
+    # --- readiness and the answers every endpoint shares ---------------------------------------
+
+    def _database_ready(self) -> None:
+        with self.warehouse.connection() as conn:
+            conn.execute("select 1")
+
+    async def readiness(self) -> str | None:
+        """None when the service can take requests (the warehouse answers), else why not."""
+        try:
+            await run_in_threadpool(self._database_ready)
+        except Exception as exc:
+            return f"database unavailable ({describe_failure(exc)})"
+        return None
+
+    def _keep(self, path: str, exc: RejectedInput, body: bytes) -> int:
+        with self.warehouse.connection() as conn:
+            return keep_rejected_input(
+                conn, source=path, reason=str(exc.detail), body=body, queue=exc.queue
+            )
+
+    async def on_rejected_input(self, request: Request, exc: Exception) -> JSONResponse:
+        """Keep the refused body with its reason, then answer; 503 when it cannot be kept (the
+        sender retries, so it is not lost)."""
+        assert isinstance(exc, RejectedInput)
+        path = request.url.path
+        body = getattr(request.state, "raw_body", b"")
+        try:
+            kept = await run_in_threadpool(self._keep, path, exc, body)
+        except Exception as failure:
+            log.warning("could not keep refused input on %s: %s", path, describe_failure(failure))
+            return _unavailable_response("could not record the refused input; retry later")
+        # no reason here: it may quote the sender's values; it is in the table with the body
+        log.warning(
+            "refused verified input on %s with %d; kept as control.rejected_input %d",
+            path,
+            exc.status_code,
+            kept,
+        )
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    async def on_unavailable(self, request: Request, exc: Exception) -> JSONResponse:
+        """The database, or the SNS certificate host, is not there now: 503 with Retry-After."""
+        log.warning("503 on %s: %s", request.url.path, describe_failure(exc))
+        if isinstance(exc, CertificateUnavailable):
+            return _unavailable_response(str(exc))
+        return _unavailable_response("database unavailable; retry later")
+
+    def exception_handlers(self) -> dict[Any, Callable[..., Any]]:
+        """Handlers `webhooks.app` installs, so every endpoint answers these failures alike."""
+        return {
+            RejectedInput: self.on_rejected_input,
+            psycopg.OperationalError: self.on_unavailable,  # includes the pool's timeout
+            CertificateUnavailable: self.on_unavailable,
+        }
+
+
+def _unavailable_response(reason: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": reason}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )

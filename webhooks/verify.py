@@ -1,9 +1,16 @@
 """Webhook signature verification for Mailgun (HMAC), SendGrid (ECDSA) and Amazon SNS (RSA).
 
 Pure functions over the request's bytes and headers plus the `cryptography` package; each raises
-`SignatureError` with a reason (the service answers 401 with it). Replay protection that needs
+`SignatureError` with a reason (the service answers 401 with it). Timestamps must be finite
+numbers inside the replay window (`"nan"` is refused, not compared). Replay protection that needs
 state (Mailgun tokens already seen) lives in `MailgunTokenStore`, in the warehouse, so every
 service process shares it.
+
+SNS signing certificates come only from `https://sns.<region>.amazonaws.com` on the standard
+port, path `/SimpleNotificationService-<id>.pem`; `SnsCertificateCache` keeps them, remembers a
+failed fetch for `failure_ttl_seconds` and makes at most `max_fetches_per_minute` fetches, so a
+sender who knows an allowed topic cannot make the service fetch on every request. A certificate
+that cannot be had is `CertificateUnavailable` (the service answers 503: SNS retries later).
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -32,13 +41,21 @@ REPLAY_WINDOW_SECONDS = 15 * 60
 # publish time, so its window is wider than the providers' per-request timestamps.
 SNS_REPLAY_WINDOW_SECONDS = 60 * 60
 SNS_CERT_HOST = re.compile(r"^sns\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com(\.cn)?$")
+SNS_CERT_PATH = re.compile(r"^/SimpleNotificationService-[A-Za-z0-9]{1,64}\.pem$")
 
 
 class SignatureError(ValueError):
     """The request is not provably from the provider (bad/missing signature, stale, replayed)."""
 
 
+class CertificateUnavailable(RuntimeError):
+    """The SNS signing certificate cannot be had now (fetch failed, or fetches are rationed):
+    not the sender's fault for sure, so the service answers 503 and SNS retries."""
+
+
 def check_timestamp(timestamp: float, now: float, window: float = REPLAY_WINDOW_SECONDS) -> None:
+    if not math.isfinite(timestamp):
+        raise SignatureError("timestamp is not a finite number")
     if abs(now - timestamp) > window:
         raise SignatureError(f"timestamp outside the {int(window)} s replay window")
 
@@ -188,11 +205,34 @@ def sns_string_to_sign(envelope: dict[str, Any]) -> bytes:
     return "".join(parts).encode()
 
 
-def check_sns_cert_url(url: str) -> None:
+def is_sns_https_url(url: str) -> bool:
+    """HTTPS to an SNS host on the standard port, without user info."""
     parts = urlsplit(url or "")
-    host = (parts.hostname or "").lower()
-    if parts.scheme != "https" or not SNS_CERT_HOST.match(host) or not parts.path.endswith(".pem"):
-        raise SignatureError("SigningCertURL is not an https .pem on sns.<region>.amazonaws.com")
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme == "https"
+        and bool(SNS_CERT_HOST.match((parts.hostname or "").lower()))
+        and port in (None, 443)
+        and "@" not in parts.netloc
+    )
+
+
+def check_sns_cert_url(url: str) -> None:
+    """HTTPS on the standard port of an SNS host, the certificate's path, nothing else."""
+    parts = urlsplit(url or "")
+    if (
+        not is_sns_https_url(url)
+        or not SNS_CERT_PATH.match(parts.path)
+        or parts.query
+        or parts.fragment
+    ):
+        raise SignatureError(
+            "SigningCertURL is not https://sns.<region>.amazonaws.com/"
+            "SimpleNotificationService-<id>.pem on the standard port"
+        )
 
 
 def fetch_certificate(url: str, timeout: float = 10.0) -> bytes:
@@ -202,11 +242,25 @@ def fetch_certificate(url: str, timeout: float = 10.0) -> bytes:
 
 
 class SnsCertificateCache:
-    """Signing certificates by URL: fetched (only from an allowed host) once, then cached."""
+    """Signing certificates by URL: fetched (only from an allowed URL) once, then cached. A
+    failed fetch is remembered for `failure_ttl_seconds`, and at most `max_fetches_per_minute`
+    fetches are made, whatever the URLs."""
 
-    def __init__(self, fetch: Callable[[str], bytes] = fetch_certificate):
+    def __init__(
+        self,
+        fetch: Callable[[str], bytes] = fetch_certificate,
+        *,
+        failure_ttl_seconds: float = 60.0,
+        max_fetches_per_minute: int = 10,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._fetch = fetch
         self._keys: dict[str, rsa.RSAPublicKey] = {}
+        self._failures: dict[str, tuple[float, str]] = {}  # url -> (until, why)
+        self._fetched_at: deque[float] = deque()
+        self._failure_ttl = failure_ttl_seconds
+        self._max_fetches = max_fetches_per_minute
+        self._clock = clock
         self._lock = threading.Lock()
 
     def add(self, url: str, pem: bytes) -> None:
@@ -217,14 +271,29 @@ class SnsCertificateCache:
         check_sns_cert_url(url)
         with self._lock:
             key = self._keys.get(url)
-        if key is None:
-            try:
-                pem = self._fetch(url)
-            except httpx.HTTPError as exc:
-                raise SignatureError(f"could not fetch the SNS signing certificate: {exc}") from exc
-            key = _rsa_key_from_pem(pem)
+            if key is not None:
+                return key
+            now = self._clock()
+            failed = self._failures.get(url)
+            if failed is not None and failed[0] > now:
+                raise CertificateUnavailable(f"{failed[1]} (failed recently; not fetched again)")
+            while self._fetched_at and self._fetched_at[0] <= now - 60:
+                self._fetched_at.popleft()
+            if len(self._fetched_at) >= self._max_fetches:
+                raise CertificateUnavailable("too many SNS certificate fetches; try again later")
+            self._fetched_at.append(now)
+        try:
+            key = _rsa_key_from_pem(self._fetch(url))
+        except (httpx.HTTPError, OSError, SignatureError) as exc:
+            why = f"could not fetch the SNS signing certificate ({type(exc).__name__})"
             with self._lock:
-                self._keys[url] = key
+                self._failures[url] = (self._clock() + self._failure_ttl, why)
+                if len(self._failures) > 1000:  # forget the oldest: URLs vary freely
+                    self._failures.pop(next(iter(self._failures)))
+            raise CertificateUnavailable(why) from None
+        with self._lock:
+            self._keys[url] = key
+            self._failures.pop(url, None)
         return key
 
 

@@ -10,6 +10,7 @@ appliers) and `assets/activities/export.py` (streaming export).
 from datetime import date, timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from assets.activities.export import EXPORT_SCHEMA, export_day
 from assets.activities.store import (
@@ -38,6 +39,19 @@ class ActivitySettings(dg.ConfigurableResource):
 
     retention_days: int = DEFAULT_RETENTION_DAYS
     days_ahead: int = DEFAULT_DAYS_AHEAD
+
+
+class AsOfConfig(dg.Config):
+    """The UTC day partition maintenance and retention act as of."""
+
+    today: str | None = Field(
+        default=None,
+        description="Act as of this UTC day (YYYY-MM-DD), e.g. to re-run a missed night; "
+        "default: today.",
+    )
+
+    def day(self) -> date:
+        return date.fromisoformat(self.today) if self.today else utc_today()
 
 
 class DrainConfig(dg.Config):
@@ -164,11 +178,12 @@ activities_drain_job = dg.define_asset_job(
 @dg.op(description="Create today's and the next days' partitions of raw.activities.")
 def ensure_activity_partitions(
     context: dg.OpExecutionContext,
+    config: AsOfConfig,
     warehouse: WarehouseResource,
     activity_settings: ActivitySettings,
 ) -> list[str]:
     with warehouse.connection() as conn:
-        days = ensure_partitions_ahead(conn, utc_today(), activity_settings.days_ahead)
+        days = ensure_partitions_ahead(conn, config.day(), activity_settings.days_ahead)
     context.log.info("partitions present for %s", ", ".join(map(str, days)))
     return [str(day) for day in days]
 
@@ -176,11 +191,12 @@ def ensure_activity_partitions(
 @dg.op(description="Drop raw.activities partitions older than the retention period.")
 def drop_expired_activity_partitions(
     context: dg.OpExecutionContext,
+    config: AsOfConfig,
     warehouse: WarehouseResource,
     activity_settings: ActivitySettings,
 ) -> list[str]:
     with warehouse.connection() as conn:
-        dropped = drop_expired_partitions(conn, utc_today(), activity_settings.retention_days)
+        dropped = drop_expired_partitions(conn, config.day(), activity_settings.retention_days)
     context.log.info("dropped %d partition(s): %s", len(dropped), ", ".join(map(str, dropped)))
     return [str(day) for day in dropped]
 

@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from assets.activities.store import begin_day_export, finish_day_export
 from resources.storage import ExportStorage
 
 PARQUET_NAME = "activities.parquet"
@@ -163,8 +164,11 @@ def export_day(
 ) -> list[TenantExport]:
     """Write `day`'s user activities of every tenant; returns one entry per tenant written.
 
-    Tenants without user activities that day get no files.
+    Tenants without user activities that day get no files, and the files an earlier export of
+    the day wrote for them are removed, so the day's files always equal the table. Runs in the
+    caller's transaction, which records the export (`begin_day_export`) before it reads.
     """
+    previous_tenants = begin_day_export(conn, day)
     query = export_copy_query(day)
     exports: list[TenantExport] = []
     staging = Path(tempfile.mkdtemp(prefix="sf-activity-export-"))
@@ -192,6 +196,11 @@ def export_day(
         if current is not None:
             exports.append(current.publish(storage, day))
             current = None
+        written = {e.tenant_id for e in exports}
+        for tenant_id in sorted(previous_tenants - written):
+            for name in (PARQUET_NAME, CSV_NAME):
+                storage.delete(f"{export_dir(tenant_id, day)}/{name}")
+        finish_day_export(conn, day, sorted(written))
     finally:
         if current is not None:
             current.parquet.close()

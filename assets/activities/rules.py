@@ -1,8 +1,8 @@
-"""Ticket activities as data: the event format, its strict validation, dashboard categories
-and the day partitions' names.
+"""Ticket activities as data: the message formats of queues `activities` and
+`activity_deletes` with their idempotency keys, dashboard categories and the day partitions' names.
 
-Pure functions (no SQL, no Dagster): the drain job, the email-delivery consumer (failure
-activities on the ticket timeline) and the tests all go through `parse_activity`; the insert is
+Pure (no SQL, no Dagster): the drain job, the email-delivery consumer (failure activities on the
+ticket timeline) and the tests all go through `parse_activity`; the insert is
 `assets.activities.store.insert_activities`.
 """
 
@@ -13,13 +13,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-ACTOR_TYPES = ("user", "system")
-REQUIRED_FIELDS = ("activity_id", "tenant_id", "ticket_id", "actor_type", "actor_id", "action")
-OPTIONAL_FIELDS = ("type", "changes", "rule", "details")
-KNOWN_FIELDS = frozenset((*REQUIRED_FIELDS, "occurred_at", *OPTIONAL_FIELDS))
-MESSAGE_TYPE = "activity"
+import msgspec
+
+from resources.messages import DedupKey, decode, id_key
 
 # tenant ids end up in export paths (tenant=<t>/): a conservative, path-safe alphabet
 TENANT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -97,6 +95,68 @@ class InvalidActivity(ValueError):
     """An activity event that does not follow the format; the message names the field."""
 
 
+class ActivityMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A message of queue `activities`, as the helpdesk sends it. Ids may be numbers (stored as
+    text); `ticket_id` may be a string of digits; `changes` and `rule` end up in `details`."""
+
+    activity_id: str | int
+    tenant_id: str | int
+    ticket_id: int | str
+    actor_type: Literal["user", "system"]
+    actor_id: str | int
+    action: str
+    occurred_at: str  # ISO 8601 with offset; checked against the clock by `parse_activity`
+    type: Literal["activity"] = "activity"
+    changes: dict[str, Any] | None = None
+    rule: dict[str, Any] | None = None
+    details: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("activity_id", "tenant_id", "actor_id"):
+            _check_identifier(name, getattr(self, name))
+        if not TENANT_ID_RE.match(str(self.tenant_id)):
+            raise InvalidActivity(
+                "tenant_id: only letters, digits, '.', '_' and '-' (at most 64), "
+                f"got {str(self.tenant_id)!r:.40}"
+            )
+        parse_ticket_id(self.ticket_id)
+        if not ACTION_RE.match(self.action):
+            raise InvalidActivity(
+                f"action: expected a lower-case name like 'status_changed', got {self.action!r:.40}"
+            )
+        clash = sorted({"changes", "rule"} & set(self.details or {}))
+        if clash:
+            raise InvalidActivity(f"details: must not contain {clash[0]!r} (a top-level field)")
+        try:
+            json.dumps([self.details, self.changes, self.rule], allow_nan=False)
+        except ValueError as exc:
+            raise InvalidActivity(f"details: not JSON-serialisable ({exc})") from None
+
+
+class ActivityDeleteMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A message of queue `activity_deletes`: forget every activity of one ticket."""
+
+    tenant_id: str
+    ticket_id: int | str
+    type: Literal["activity_delete"] = "activity_delete"
+
+    def __post_init__(self) -> None:
+        if not TENANT_ID_RE.match(self.tenant_id):
+            raise InvalidActivity(f"tenant_id: not a valid tenant id: {self.tenant_id!r:.40}")
+        parse_ticket_id(self.ticket_id)
+
+
+def activity_key(body: Mapping[str, Any]) -> str | None:
+    """Idempotency key of an `activities` message: its activity_id, unique across tenants (the
+    warehouse keeps one ledger of them, raw.activity_ids)."""
+    return id_key("activity_id", body)
+
+
+# Each queue's idempotency key. A delete has no id of its own: its body's hash serves, and a
+# repeated delete changes nothing anyway.
+MESSAGE_KEYS: dict[str, DedupKey | None] = {"activities": activity_key, "activity_deletes": None}
+
+
 @dataclass(frozen=True)
 class Activity:
     activity_id: str
@@ -122,10 +182,7 @@ def category_for(actor_type: str, action: str) -> str | None:
     return _CATEGORY_OF.get(action, OTHER_CATEGORY)
 
 
-def _identifier(body: Mapping[str, Any], name: str) -> str:
-    value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise InvalidActivity(f"{name}: expected a non-empty string, got {type(value).__name__}")
+def _check_identifier(name: str, value: str | int) -> None:
     text = str(value)
     if not text.strip():
         raise InvalidActivity(f"{name}: must not be empty")
@@ -133,7 +190,6 @@ def _identifier(body: Mapping[str, Any], name: str) -> str:
         raise InvalidActivity(f"{name}: longer than {MAX_ID_LENGTH} characters")
     if not text.isprintable():
         raise InvalidActivity(f"{name}: contains control characters")
-    return text
 
 
 def parse_ticket_id(value: Any) -> int:
@@ -147,11 +203,7 @@ def parse_ticket_id(value: Any) -> int:
     return value
 
 
-def _occurred_at(value: Any, now: datetime) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidActivity(
-            f"occurred_at: expected an ISO 8601 string with offset, got {type(value).__name__}"
-        )
+def _occurred_at(value: str, now: datetime) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -167,77 +219,45 @@ def _occurred_at(value: Any, now: datetime) -> datetime:
     return moment
 
 
-def _optional_object(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise InvalidActivity(f"{name}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def parse_activity(body: dict, *, now: datetime | None = None) -> Activity:
+def parse_activity(body: Any, *, now: datetime | None = None) -> Activity:
     """Validate one activity event (a queue message body) strictly and return the Activity.
 
     Raises InvalidActivity naming the field and the problem. `now` (default: the current time)
     bounds how far in the future `occurred_at` may be.
     """
-    if not isinstance(body, dict):
-        raise InvalidActivity(f"event: expected a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - KNOWN_FIELDS)
-    if unknown:
-        raise InvalidActivity(f"{unknown[0]}: unknown field")
-    for name in (*REQUIRED_FIELDS, "occurred_at"):
-        if body.get(name) is None:
-            raise InvalidActivity(f"{name}: missing")
-    if body.get("type", MESSAGE_TYPE) != MESSAGE_TYPE:
-        raise InvalidActivity(f"type: expected {MESSAGE_TYPE!r}, got {body.get('type')!r:.40}")
-
-    activity_id = _identifier(body, "activity_id")
-    tenant_id = _identifier(body, "tenant_id")
-    if not TENANT_ID_RE.match(tenant_id):
-        raise InvalidActivity(
-            f"tenant_id: only letters, digits, '.', '_' and '-' (at most 64), got {tenant_id!r:.40}"
-        )
-    ticket_id = parse_ticket_id(body["ticket_id"])
-    actor_type = body["actor_type"]
-    if actor_type not in ACTOR_TYPES:
-        raise InvalidActivity(f"actor_type: expected 'user' or 'system', got {actor_type!r:.40}")
-    actor_id = _identifier(body, "actor_id")
-    action = body["action"]
-    if not isinstance(action, str) or not ACTION_RE.match(action):
-        raise InvalidActivity(
-            f"action: expected a lower-case name like 'status_changed', got {action!r:.40}"
-        )
-    occurred_at = _occurred_at(body["occurred_at"], now or datetime.now(UTC))
-
-    changes = _optional_object(body, "changes")
-    rule = _optional_object(body, "rule")
-    extra = _optional_object(body, "details") or {}
-    clash = sorted({"changes", "rule"} & set(extra))
-    if clash:
-        raise InvalidActivity(f"details: must not contain {clash[0]!r} (a top-level field)")
-    details: dict[str, Any] = dict(extra)
-    if changes is not None:
-        details["changes"] = changes
-    if rule is not None:
-        details["rule"] = rule
-    try:
-        json.dumps(details, allow_nan=False)
-    except ValueError as exc:
-        raise InvalidActivity(f"details: not JSON-serialisable ({exc})") from None
-
+    message = decode(body, ActivityMessage, InvalidActivity)
+    occurred_at = _occurred_at(message.occurred_at, now or datetime.now(UTC))
+    details: dict[str, Any] = dict(message.details or {})
+    if message.changes is not None:
+        details["changes"] = message.changes
+    if message.rule is not None:
+        details["rule"] = message.rule
     return Activity(
-        activity_id=activity_id,
-        tenant_id=tenant_id,
-        ticket_id=ticket_id,
-        actor_type=actor_type,
-        actor_id=actor_id,
-        action=action,
+        activity_id=str(message.activity_id),
+        tenant_id=str(message.tenant_id),
+        ticket_id=parse_ticket_id(message.ticket_id),
+        actor_type=message.actor_type,
+        actor_id=str(message.actor_id),
+        action=message.action,
         occurred_at=occurred_at,
-        category=category_for(actor_type, action),
+        category=category_for(message.actor_type, message.action),
         details=details,
     )
+
+
+@dataclass(frozen=True)
+class TicketDelete:
+    tenant_id: str
+    ticket_id: int
+
+
+def parse_ticket_delete(body: Any) -> TicketDelete:
+    """Validate a message of queue activity_deletes: `{type?, tenant_id, ticket_id}`.
+
+    Raises InvalidActivity naming the field and the problem.
+    """
+    message = decode(body, ActivityDeleteMessage, InvalidActivity)
+    return TicketDelete(tenant_id=message.tenant_id, ticket_id=parse_ticket_id(message.ticket_id))
 
 
 def partition_name(day: date) -> str:

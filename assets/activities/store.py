@@ -19,18 +19,17 @@ import psycopg
 from psycopg import sql
 
 from assets.activities.rules import (
-    TENANT_ID_RE,
     Activity,
     InvalidActivity,
+    TicketDelete,
     day_of_partition,
     parse_activity,
-    parse_ticket_id,
+    parse_ticket_delete,
 )
 from resources.queues import BatchOutcome, Message
 
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_DAYS_AHEAD = 3
-DELETE_MESSAGE_TYPE = "activity_delete"
 
 
 def utc_today(now: datetime | None = None) -> date:
@@ -106,39 +105,6 @@ def is_expired(occurred_at: datetime, today: date, retention_days: int) -> bool:
 # --- deletes -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TicketDelete:
-    tenant_id: str
-    ticket_id: int
-
-
-_DELETE_FIELDS = frozenset(("type", "tenant_id", "ticket_id"))
-
-
-def parse_ticket_delete(body: dict) -> TicketDelete:
-    """Validate a message of queue activity_deletes: `{type, tenant_id, ticket_id}`.
-
-    `type` is optional; when given it must be "activity_delete". Raises InvalidActivity.
-    """
-    if not isinstance(body, dict):
-        raise InvalidActivity(f"message: expected a JSON object, got {type(body).__name__}")
-    unknown = sorted(set(body) - _DELETE_FIELDS)
-    if unknown:
-        raise InvalidActivity(f"{unknown[0]}: unknown field")
-    if body.get("type", DELETE_MESSAGE_TYPE) != DELETE_MESSAGE_TYPE:
-        raise InvalidActivity(
-            f"type: expected {DELETE_MESSAGE_TYPE!r}, got {body.get('type')!r:.40}"
-        )
-    tenant_id = body.get("tenant_id")
-    if tenant_id is None:
-        raise InvalidActivity("tenant_id: missing")
-    if not isinstance(tenant_id, str) or not TENANT_ID_RE.match(tenant_id):
-        raise InvalidActivity(f"tenant_id: not a valid tenant id: {tenant_id!r:.40}")
-    if body.get("ticket_id") is None:
-        raise InvalidActivity("ticket_id: missing")
-    return TicketDelete(tenant_id=tenant_id, ticket_id=parse_ticket_id(body["ticket_id"]))
-
-
 def delete_ticket_activities(conn: psycopg.Connection, deletes: Sequence[TicketDelete]) -> int:
     """Remove every activity of the given tickets from every partition and remember the tickets,
     so activities of theirs that arrive later are not stored. Idempotent; returns rows deleted."""
@@ -154,16 +120,76 @@ def delete_ticket_activities(conn: psycopg.Connection, deletes: Sequence[TicketD
         """,
         (tenants, tickets),
     )
-    cur = conn.execute(
+    deleted = conn.execute(
         """
         delete from raw.activities a
         using (select distinct * from unnest(%s::text[], %s::bigint[]) as t(tenant_id, ticket_id))
             as d
         where a.tenant_id = d.tenant_id and a.ticket_id = d.ticket_id
+        returning a.occurred_at, a.actor_type
         """,
         (tenants, tickets),
+    ).fetchall()
+    mark_export_days_changed(conn, [when for when, actor in deleted if actor == "user"])
+    return len(deleted)
+
+
+# --- what the daily export wrote, and late changes ---------------------------------------------
+
+
+def mark_export_days_changed(conn: psycopg.Connection, moments: Sequence[datetime]) -> None:
+    """Record that the user activities of these moments' UTC days changed (in the caller's
+    transaction). A day exported before the change is then re-exported (`changed_export_days`).
+
+    The row lock orders this against a running export of the day: an export that started first
+    holds the row until it commits, so the change is stamped after it and the day is exported
+    again; a change that committed first is in the export's snapshot.
+    """
+    days = sorted({m.astimezone(UTC).date() for m in moments})
+    if days:
+        conn.execute(
+            """
+            insert into control.activity_export_days (day, changed_at)
+            select d, clock_timestamp() from unnest(%s::date[]) as d
+            on conflict (day) do update set changed_at = excluded.changed_at
+            """,
+            (days,),
+        )
+
+
+def begin_day_export(conn: psycopg.Connection, day: date) -> set[str]:
+    """Stamp the start of `day`'s export (before its COPY, in the same transaction) and return
+    the tenants the previous export of the day wrote files for."""
+    row = conn.execute(
+        """
+        with previous as (select tenants from control.activity_export_days where day = %(day)s)
+        insert into control.activity_export_days (day, exported_at) values (%(day)s, now())
+        on conflict (day) do update set exported_at = now()
+        returning (select tenants from previous)
+        """,
+        {"day": day},
+    ).fetchone()
+    return set(row[0] or ())
+
+
+def finish_day_export(conn: psycopg.Connection, day: date, tenants: Sequence[str]) -> None:
+    conn.execute(
+        "update control.activity_export_days set tenants = %s where day = %s",
+        (sorted(tenants), day),
     )
-    return cur.rowcount
+
+
+def changed_export_days(conn: psycopg.Connection, limit: int = 60) -> list[tuple[date, datetime]]:
+    """Days exported before their user activities last changed, oldest first, with the time of
+    that change (what makes a re-export request unique)."""
+    return conn.execute(
+        """
+        select day, changed_at from control.activity_export_days
+        where exported_at is not null and changed_at > exported_at
+        order by day limit %s
+        """,
+        (limit,),
+    ).fetchall()
 
 
 # --- the timeline --------------------------------------------------------------------------------
@@ -206,6 +232,39 @@ def ticket_timeline(
         """,
         (tenant_id, ticket_id),
     ).fetchall()
+    return [TimelineEntry(*row) for row in rows]
+
+
+def ticket_timeline_page(
+    conn: psycopg.Connection,
+    tenant_id: str,
+    ticket_id: int,
+    *,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 100,
+) -> list[TimelineEntry]:
+    """One page of a ticket's timeline, oldest first, after the (occurred_at, activity_id) of
+    the previous page's last entry: keyset pagination, so pages never skip or repeat entries
+    while activities arrive."""
+    if after is None:
+        rows = conn.execute(
+            """
+            select occurred_at, activity_id, actor_type, actor_id, action, category, details
+            from raw.activities where tenant_id = %s and ticket_id = %s
+            order by occurred_at, activity_id limit %s
+            """,
+            (tenant_id, ticket_id, limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            """
+            select occurred_at, activity_id, actor_type, actor_id, action, category, details
+            from raw.activities
+            where tenant_id = %s and ticket_id = %s and (occurred_at, activity_id) > (%s, %s)
+            order by occurred_at, activity_id limit %s
+            """,
+            (tenant_id, ticket_id, after[0], after[1], limit),
+        ).fetchall()
     return [TimelineEntry(*row) for row in rows]
 
 
@@ -333,6 +392,7 @@ select b.activity_id, b.occurred_at, b.tenant_id, b.ticket_id, b.actor_type, b.a
        b.action, b.category, b.details
 from batch b join claimed c using (activity_id)
 on conflict do nothing
+returning occurred_at, actor_type
 """
 
 
@@ -377,4 +437,6 @@ def _insert(conn: psycopg.Connection, activities: Sequence[Activity]) -> int:
                     )
                 )
         cur.execute(_INSERT_SQL)
-        return cur.rowcount
+        inserted = cur.fetchall()
+    mark_export_days_changed(conn, [when for when, actor in inserted if actor == "user"])
+    return len(inserted)

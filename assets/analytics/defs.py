@@ -5,41 +5,30 @@ Every dbt model is an asset in group `analytics`; the dbt sources point at the r
 asset check on its model. dbt connects with the environment variables `dbt_project/profiles.yml`
 reads, set here from the warehouse URL just before dbt runs.
 
-The manifest (`dbt_project/target/manifest.json`) is needed to build the definitions. On a fresh
-clone, or after a model changed, `ensure_manifest` runs `dbt parse` once at load, under a file
-lock, and swaps the new manifest in atomically, so processes that load the code location at the
-same time neither parse twice nor read a half-written file.
+The definitions are built from the manifest `assets/analytics/project.py` has dagster-dbt
+prepare (see there).
 """
 
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from filelock import FileLock
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 from psycopg.conninfo import conninfo_to_dict
 
+from assets.analytics.project import dbt_project
 from resources.settings import set_process_environ
 from resources.warehouse import WarehouseResource
-
-
-def _find_dbt_project() -> Path:
-    """The checkout's dbt_project/, or the working directory's when supportflow runs installed
-    into site-packages (the container image copies the project next to the code)."""
-    beside_code = Path(__file__).resolve().parent.parent / "dbt_project"
-    in_cwd = Path.cwd() / "dbt_project"
-    return beside_code if beside_code.is_dir() or not in_cwd.is_dir() else in_cwd
-
-
-DBT_PROJECT_DIR = _find_dbt_project()
-# Files whose change makes the manifest stale (everything dbt parses).
-_PARSED_SUFFIXES = (".sql", ".yml", ".yaml", ".csv", ".md")
-_PARSED_DIRS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 
 
 def dbt_env(warehouse_url: str) -> dict[str, str]:
@@ -68,40 +57,6 @@ def _dbt_executable() -> str:
     return str(beside) if beside.exists() else "dbt"
 
 
-def manifest_is_stale(project_dir: Path, manifest_path: Path) -> bool:
-    """True when the manifest is missing or older than any file dbt parses."""
-    if not manifest_path.exists():
-        return True
-    built = manifest_path.stat().st_mtime
-    candidates = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
-    for name in _PARSED_DIRS:
-        root = project_dir / name
-        if root.is_dir():
-            candidates.extend(p for p in root.rglob("*") if p.suffix in _PARSED_SUFFIXES)
-    return any(p.stat().st_mtime > built for p in candidates if p.exists())
-
-
-def ensure_manifest(project: DbtProject) -> bool:
-    """Parse the project when its manifest is missing or stale; safe for concurrent loaders.
-    True when this call parsed, False when the manifest was fresh (or another process just
-    parsed it while this one waited for the lock)."""
-    manifest = project.manifest_path
-    if not manifest_is_stale(project.project_dir, manifest):
-        return False
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(manifest.with_suffix(".lock")), timeout=300):
-        if not manifest_is_stale(project.project_dir, manifest):
-            return False
-        scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=manifest.parent))
-        try:
-            dbt = DbtCliResource(project_dir=project, dbt_executable=_dbt_executable())
-            dbt.cli(["parse", "--quiet"], target_path=scratch).wait()
-            os.replace(scratch / "manifest.json", manifest)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return True
-
-
 def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
     """Keep a build's parse state where dagster-dbt looks for it, so the next build (same
     connection settings) parses only what changed instead of the whole project."""
@@ -112,10 +67,6 @@ def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
     scratch = destination.with_name(f".partial_parse.{os.getpid()}.msgpack")
     shutil.copyfile(source, scratch)
     os.replace(scratch, destination)
-
-
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR)
-ensure_manifest(dbt_project)
 
 
 class SupportflowDbtTranslator(DagsterDbtTranslator):
@@ -129,10 +80,17 @@ class SupportflowDbtTranslator(DagsterDbtTranslator):
         return {**tags, "supportflow/layer": layer}
 
 
+# Some pipeline assets write several raw tables (conversation_tickets: the tickets and their
+# state log), so more than one dbt source names the same asset.
+dbt_translator = SupportflowDbtTranslator(
+    settings=DagsterDbtTranslatorSettings(enable_duplicate_source_asset_keys=True)
+)
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
-    dagster_dbt_translator=SupportflowDbtTranslator(),
+    dagster_dbt_translator=dbt_translator,
     name="analytics_dbt_models",
 )
 def analytics_dbt_models(

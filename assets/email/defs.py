@@ -23,13 +23,16 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from assets.email.rules import DEFAULT_RETENTION_DAYS
-from assets.email.store import (
+from assets.email.rules import (
+    DEFAULT_RETENTION_DAYS,
     InvalidMessage,
-    ReceiptResults,
-    apply_receipts,
     parse_receipt,
     parse_sent_notification,
+    receipt_key,
+)
+from assets.email.store import (
+    ReceiptResults,
+    apply_receipts,
     pods_for_tenants,
     run_retention,
     store_sent_notifications,
@@ -302,7 +305,7 @@ def route_email_events(
         # Sent before the global messages are acknowledged: a crash in between re-sends, and the
         # duplicates are harmless (each provider event is stored once).
         for pod, bodies in by_pod.items():
-            queues.send(f"email_events.{pod}", bodies)
+            queues.send(f"email_events.{pod}", bodies, dedup_key=receipt_key)
             routed[pod] += len(bodies)
         return BatchOutcome(rejected=rejected)
 

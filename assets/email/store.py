@@ -16,185 +16,30 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from assets.activities.rules import (
-    TENANT_ID_RE,
-    InvalidActivity,
-    parse_activity,
-    parse_ticket_id,
-)
+from assets.activities.rules import parse_activity
 from assets.activities.store import insert_activities
 from assets.email.rules import (
     DEFAULT_RETENTION_DAYS,
     FAILURE_STATUSES,
-    OUTCOMES,
-    PROVIDERS,
+    MASK_ADDRESS_SQL,
+    Receipt,
+    SentNotification,
     day_bounds,
     failure_activity_id,
     is_internal_sender,
     local_day,
     stats_days,
-    status_for_outcome,
-    statuses_it_may_change,
+    status_transitions,
 )
 
 FAILURE_ACTION = "email_delivery_failed"
 FAILURE_ACTOR_ID = "email-delivery"
-SENT_FIELDS = {
-    "type",
-    "notification_id",
-    "tenant_id",
-    "ticket_id",
-    "template_id",
-    "recipient",
-    "provider",
-    "provider_reference",
-    "sent_at",
-    "created_at",
-    "custom_params",
-}
-
-
-class InvalidMessage(ValueError):
-    """A queue message that does not follow its format; the message names the field."""
-
-
-# --- parsing -----------------------------------------------------------------------------------
-
-
-def _required_text(body: dict[str, Any], name: str, max_length: int = 512) -> str:
-    value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-        raise InvalidMessage(f"{name}: missing or not a string")
-    text = str(value).strip()
-    if len(text) > max_length:
-        raise InvalidMessage(f"{name}: longer than {max_length} characters")
-    return text
-
-
-def _moment(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidMessage(f"{name}: expected an ISO 8601 timestamp with offset")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidMessage(f"{name}: not an ISO 8601 timestamp: {value!r:.40}") from None
-    if moment.tzinfo is None:
-        raise InvalidMessage(f"{name}: needs a UTC offset: {value!r:.40}")
-    return moment
-
-
-def _tenant(body: dict[str, Any]) -> str:
-    tenant = _required_text(body, "tenant_id", 64)
-    if not TENANT_ID_RE.match(tenant):
-        raise InvalidMessage(f"tenant_id: only letters, digits, '.', '_' and '-': {tenant!r:.40}")
-    return tenant
-
-
-@dataclass(frozen=True)
-class SentNotification:
-    notification_id: str
-    tenant_id: str
-    ticket_id: int | None
-    template_id: str
-    recipient: str
-    provider: str
-    provider_reference: str
-    sent_at: datetime
-    created_at: datetime
-    custom_params: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_sent_notification(body: dict[str, Any]) -> SentNotification:
-    """Validate an `email_sent` message. Unknown fields are kept as custom parameters."""
-    if not isinstance(body, dict):
-        raise InvalidMessage("message: expected a JSON object")
-    provider = _required_text(body, "provider")
-    if provider not in PROVIDERS:
-        raise InvalidMessage(f"provider: expected one of {', '.join(PROVIDERS)}, got {provider!r}")
-    recipient = _required_text(body, "recipient", 320)
-    if "@" not in recipient:
-        raise InvalidMessage("recipient: not an email address")
-    ticket_id = None
-    if body.get("ticket_id") is not None:
-        try:
-            ticket_id = parse_ticket_id(body["ticket_id"])
-        except InvalidActivity as exc:
-            raise InvalidMessage(str(exc)) from None
-    custom = body.get("custom_params") or {}
-    if not isinstance(custom, dict):
-        raise InvalidMessage("custom_params: expected a JSON object")
-    custom = {**{k: v for k, v in body.items() if k not in SENT_FIELDS}, **custom}
-    sent_at = _moment(body.get("sent_at"), "sent_at")
-    created = body.get("created_at")
-    return SentNotification(
-        notification_id=_required_text(body, "notification_id", 128),
-        tenant_id=_tenant(body),
-        ticket_id=ticket_id,
-        template_id=_required_text(body, "template_id", 128),
-        recipient=recipient,
-        provider=provider,
-        provider_reference=_required_text(body, "provider_reference").strip("<>"),
-        sent_at=sent_at,
-        created_at=_moment(created, "created_at") if created is not None else sent_at,
-        custom_params=custom,
-    )
-
-
-@dataclass(frozen=True)
-class Receipt:
-    provider: str
-    provider_event_id: str
-    provider_reference: str
-    tenant_id: str | None
-    event_type: str
-    outcome: str
-    occurred_at: datetime
-    payload: dict[str, Any]
-    severity: str | None = None
-    reason: str | None = None
-    recipient: str | None = None
-    sender: str | None = None
-
-
-def parse_receipt(body: dict[str, Any]) -> Receipt:
-    """Validate an `email_events` message (see webhooks/events.py for its shape)."""
-    if not isinstance(body, dict):
-        raise InvalidMessage("message: expected a JSON object")
-    provider = _required_text(body, "provider")
-    if provider not in PROVIDERS:
-        raise InvalidMessage(f"provider: expected one of {', '.join(PROVIDERS)}, got {provider!r}")
-    outcome = _required_text(body, "outcome")
-    if outcome not in OUTCOMES:
-        raise InvalidMessage(f"outcome: unknown {outcome!r}")
-    tenant = body.get("tenant_id")
-    payload = body.get("payload") or {}
-    if not isinstance(payload, dict):
-        raise InvalidMessage("payload: expected a JSON object")
-
-    def optional(name: str) -> str | None:
-        value = body.get(name)
-        return None if value in (None, "") else str(value)
-
-    return Receipt(
-        provider=provider,
-        provider_event_id=_required_text(body, "provider_event_id"),
-        provider_reference=_required_text(body, "provider_reference"),
-        tenant_id=_tenant(body) if tenant not in (None, "") else None,
-        event_type=_required_text(body, "event_type", 64),
-        outcome=outcome,
-        occurred_at=_moment(body.get("occurred_at"), "occurred_at"),
-        payload=payload,
-        severity=optional("severity"),
-        reason=optional("reason"),
-        recipient=optional("recipient"),
-        sender=optional("sender"),
-    )
 
 
 # --- sent notifications ------------------------------------------------------------------------
@@ -304,21 +149,28 @@ def _apply_status(
 ) -> str | None:
     """Move the notification's status if the rules allow; the WHERE is the rule, so two drains
     racing on one notification cannot both change it."""
-    allowed = list(statuses_it_may_change(outcome))
-    if not allowed:
+    transitions = status_transitions(outcome)
+    if not transitions:
         return None
-    new_status = status_for_outcome(outcome)
     row = conn.execute(
         """
         update raw.notifications
-        set status = %s, status_reason = %s, status_updated_at = %s
-        where notification_id = %s and status = any(%s)
+        set status = %(transitions)s::jsonb ->> status, status_reason = %(reason)s,
+            status_updated_at = %(occurred_at)s
+        where notification_id = %(notification_id)s and status = any(%(allowed)s)
         returning status
         """,
-        (new_status, reason, occurred_at, notification_id, allowed),
+        {
+            "transitions": Jsonb(transitions),
+            "reason": reason,
+            "occurred_at": occurred_at,
+            "notification_id": notification_id,
+            "allowed": list(transitions),
+        },
     ).fetchone()
     if row is None:
         return None
+    (new_status,) = row
     conn.execute(
         "update raw.delivery_events set status_applied = %s where delivery_event_id = %s",
         (new_status, event_pk),
@@ -422,7 +274,7 @@ with target as (
     select %(provider)s, %(event_id)s, %(reference)s, t.tenant_id, t.notification_id,
            %(event_type)s, %(outcome)s, %(severity)s, %(reason)s, %(occurred_at)s, false,
            %(payload)s,
-           case when t.status = any(%(allowed)s::text[]) then %(new_status)s::text end
+           %(transitions)s::jsonb ->> t.status
     from target t
     on conflict (provider, provider_event_id) do nothing
     returning delivery_event_id, notification_id, status_applied
@@ -458,8 +310,8 @@ def _store_and_apply(
             "reason": receipt.reason,
             "occurred_at": receipt.occurred_at,
             "payload": Jsonb(receipt.payload),
-            "allowed": list(statuses_it_may_change(receipt.outcome)),
-            "new_status": status_for_outcome(receipt.outcome),
+            "allowed": list(status_transitions(receipt.outcome)),
+            "transitions": Jsonb(status_transitions(receipt.outcome)),
         },
     ).fetchone()
     if row is None:
@@ -610,9 +462,10 @@ def template_stats(
 
 # --- retention ---------------------------------------------------------------------------------
 
-_RETENTION_BATCH_SQL = """
+# `{masked}` stands for the masked recipient (`MASK_ADDRESS_SQL`, a constant expression).
+_RETENTION_BATCH_TEMPLATE = """
 with doomed as (
-    select n.notification_id
+    select n.notification_id, n.tenant_id, n.ticket_id, n.recipient
     from raw.notifications n
     left join control.notification_retention r on r.tenant_id = n.tenant_id
     where n.sent_at < ((%(today)s::date - coalesce(r.retention_days, %(default_days)s))::timestamp
@@ -634,14 +487,36 @@ with doomed as (
 ), events as (
     -- the provider payloads carry the recipient: they go with the notification
     delete from raw.delivery_events e using doomed d where e.notification_id = d.notification_id
+), masked as (
+    -- the failure activities on the ticket's timeline keep a masked address, nothing else
+    -- personal (the provider's reason may quote the address)
+    update raw.activities a
+    set details = a.details || jsonb_build_object('recipient', {masked})
+        || case when a.details ? 'reason'
+                then jsonb_build_object(
+                    'reason', replace(a.details->>'reason', d.recipient, {masked}))
+                else '{}'::jsonb end
+    from doomed d
+    where a.tenant_id = d.tenant_id and a.ticket_id = d.ticket_id
+      and a.action = %(failure_action)s
+      and a.details->>'notification_id' = d.notification_id
+      and a.details->>'recipient' = d.recipient
+    returning 1
+), deleted as (
+    delete from raw.notifications n using archived a where n.notification_id = a.notification_id
+    returning 1
 )
-delete from raw.notifications n using archived a where n.notification_id = a.notification_id
+select (select count(*) from deleted), (select count(*) from masked)
 """
+_RETENTION_BATCH_SQL = _RETENTION_BATCH_TEMPLATE.replace(
+    "{masked}", MASK_ADDRESS_SQL.format(column="d.recipient")
+)
 
 
 @dataclass
 class RetentionReport:
     archived: int = 0
+    activities_masked: int = 0
     batches: int = 0
     orphans_deleted: int = 0
     tokens_pruned: int = 0
@@ -656,17 +531,25 @@ def run_retention(
     batch_size: int = 1000,
 ) -> RetentionReport:
     """Move notifications older than the retention (whole days in `zone`, per-tenant override)
-    to `raw.notification_history` without personal fields, then delete them; one transaction per
-    batch, so a killed run keeps what it finished and a re-run continues."""
+    to `raw.notification_history` without personal fields, then delete them, and mask the
+    recipient in their failure activities; one transaction per batch, so a killed run keeps what
+    it finished and a re-run continues."""
     today = local_day(now, zone)
-    params = {"today": today, "default_days": default_days, "zone": zone.key, "batch": batch_size}
+    params = {
+        "today": today,
+        "default_days": default_days,
+        "zone": zone.key,
+        "batch": batch_size,
+        "failure_action": FAILURE_ACTION,
+    }
     report = RetentionReport()
     while True:
         with connection() as conn:
-            moved = conn.execute(_RETENTION_BATCH_SQL, params).rowcount
+            moved, masked = conn.execute(_RETENTION_BATCH_SQL, params).fetchone()
         if moved <= 0:
             break
         report.archived += moved
+        report.activities_masked += masked
         report.batches += 1
     oldest_kept = day_bounds(today - timedelta(days=default_days), zone)[0]
     with connection() as conn:

@@ -16,22 +16,24 @@ from typing import Any
 import dagster as dg
 
 from assets.feedback.insights import insight_reports, insight_reports_job
-from assets.feedback.rules import FeedbackValidationError, SourceRef
+from assets.feedback.rules import FeedbackValidationError, SourceConfigError, SourceRef
 from assets.feedback.sources import SOURCE_KINDS
 from assets.feedback.sources.base import PullContext
 from assets.feedback.sources.webhook import item_from_message
 from assets.feedback.store import (
     UpsertCounts,
+    clear_pull_failure,
     get_workspace,
     list_sources,
     lock_source,
+    record_pull_failure,
     save_cursor,
     unlock_source,
     upsert_items,
 )
 from resources.alerts import AlertsResource
-from resources.discourse import DiscourseClient
-from resources.queues import BatchOutcome, Message, QueueResource, drain
+from resources.discourse import DiscourseClient, DiscourseError
+from resources.queues import AlertFn, BatchOutcome, Message, QueueResource, drain
 from resources.warehouse import WarehouseResource
 
 GROUP = "feedback"
@@ -50,6 +52,7 @@ class SourcePull:
     fetched: int = 0
     counts: UpsertCounts = field(default_factory=UpsertCounts)
     skipped: str = ""
+    error: str = ""  # the pull failed (what it committed before failing stays)
 
 
 def pull_source(connect: Connect, source: SourceRef, context: PullContext) -> SourcePull:
@@ -81,9 +84,25 @@ def pull_source(connect: Connect, source: SourceRef, context: PullContext) -> So
     return result
 
 
+def describe_pull_error(exc: Exception) -> str:
+    """A failed pull in one line for `sources list` and the alert: our own errors say what
+    failed (never a credential); any other (a database error may quote data) only its type."""
+    if isinstance(exc, DiscourseError | SourceConfigError | FeedbackValidationError):
+        return str(exc)[:500]
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
 def pull_sources(
-    connect: Connect, discourse: DiscourseClient, workspace: str | None = None, log: Any = None
+    connect: Connect,
+    discourse: DiscourseClient,
+    workspace: str | None = None,
+    log: Any = None,
+    raise_alert: AlertFn | None = None,
 ) -> list[SourcePull]:
+    """Pull every active pulled source (of one workspace, or all), each on its own: a source
+    that fails records its error (`sources list` shows it), raises one alert and the others
+    proceed; what it committed before failing stays."""
     pulled_kinds = [name for name, kind in SOURCE_KINDS.items() if kind.pulled]
     with connect() as conn:
         if workspace:
@@ -92,7 +111,46 @@ def pull_sources(
     context = PullContext(
         connection=connect, discourse_client=discourse, secret_box=discourse.secret_box(), log=log
     )
-    return [pull_source(connect, source, context) for source in sources]
+    results = []
+    for source in sources:
+        name = f"{source.workspace_name}/{source.name}"
+        try:
+            result = pull_source(connect, source, context)
+        except Exception as exc:
+            result = SourcePull(name, error=describe_pull_error(exc))
+            _pull_failed(connect, source, result.error, log, raise_alert)
+        else:
+            if not result.skipped:
+                with connect() as conn:
+                    clear_pull_failure(conn, source.source_id)
+        results.append(result)
+    return results
+
+
+def _pull_failed(
+    connect: Connect, source: SourceRef, error: str, log: Any, raise_alert: AlertFn | None
+) -> None:
+    name = f"{source.workspace_name}/{source.name}"
+    failed_pulls = None
+    try:
+        with connect() as conn:
+            failed_pulls = record_pull_failure(conn, source.source_id, error)
+    except Exception as exc:  # the warehouse itself may be what failed; the alert still goes
+        error = f"{error}; its error could not be recorded ({type(exc).__name__})"
+    if log is not None:
+        log.warning(f"feedback source {name} failed: {error}")
+    if raise_alert is not None:
+        raise_alert(
+            f"feedback_source:{name}",
+            f"feedback source {name} ({source.kind}) failed: {error}",
+            {
+                "workspace": source.workspace_name,
+                "source": source.name,
+                "kind": source.kind,
+                "tenant_id": source.tenant_id,
+                "failed_pulls_in_a_row": failed_pulls,
+            },
+        )
 
 
 def apply_feedback_messages(connect: Connect, messages: list[Message]) -> BatchOutcome:
@@ -143,10 +201,16 @@ class FeedbackPullConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "postgres"},
-    # The helpdesk source reads the tickets domain's tables.
-    deps=[dg.AssetKey("zendesk_tickets"), dg.AssetKey("zendesk_ticket_comments")],
+    # The helpdesk source reads the tickets domain's tables, the conversations source the
+    # conversations domain's messages.
+    deps=[
+        dg.AssetKey("zendesk_tickets"),
+        dg.AssetKey("zendesk_ticket_comments"),
+        dg.AssetKey("conversation_messages"),
+    ],
     description="Every piece of feedback in one format (raw.feedback_items): pulled from "
-    "Discourse and helpdesk sources, and pushed items drained from queue `feedback`.",
+    "Discourse, helpdesk and conversations sources, and pushed items drained from queue "
+    "`feedback`.",
     metadata={
         "dagster/table_name": "raw.feedback_items",
         "dagster/column_schema": dg.TableSchema(
@@ -174,13 +238,18 @@ def feedback_items(
 ) -> dg.MaterializeResult:
     metadata: dict[str, Any] = {}
     if config.pull:
-        pulls = pull_sources(warehouse.connection, discourse, config.workspace, context.log)
+        pulls = pull_sources(
+            warehouse.connection, discourse, config.workspace, context.log, alerts.raise_alert
+        )
         for pull in pulls:
             context.log.info(
                 f"{pull.source}: fetched {pull.fetched}, new {pull.counts.inserted}, "
                 f"updated {pull.counts.updated}{' (' + pull.skipped + ')' if pull.skipped else ''}"
+                f"{' (failed: ' + pull.error + ')' if pull.error else ''}"
             )
-        metadata["sources_pulled"] = len([p for p in pulls if not p.skipped])
+        # a failed source is alerted on its own and shows in `sources list`; the run goes on
+        metadata["sources_pulled"] = len([p for p in pulls if not p.skipped and not p.error])
+        metadata["sources_failed"] = len([p for p in pulls if p.error])
         metadata["pulled_new"] = sum(p.counts.inserted for p in pulls)
         metadata["pulled_updated"] = sum(p.counts.updated for p in pulls)
         metadata["pulled_fetched"] = sum(p.fetched for p in pulls)

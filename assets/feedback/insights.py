@@ -382,20 +382,6 @@ def report_path(workspace: str, day: date) -> str:
     return f"insight_reports/{workspace}/{day.isoformat()}.html"
 
 
-def latest_reports(conn: psycopg.Connection, workspace_id: int, days: int) -> list[tuple]:
-    return conn.execute(
-        """
-        select day, source, items, positive, neutral, negative, avg_sentiment, top_topics,
-               anomalies
-        from analytics.insight_reports
-        where workspace_id = %s
-          and day > (select max(day) from analytics.insight_reports where workspace_id = %s) - %s
-        order by day desc, source <> 'all', source
-        """,
-        (workspace_id, workspace_id, days),
-    ).fetchall()
-
-
 # --- the Dagster asset ---------------------------------------------------------------------------
 
 insight_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")

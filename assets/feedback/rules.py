@@ -119,3 +119,14 @@ class PulledBatch:
     items: list[FeedbackItem]
     cursor: dict[str, Any]
     fetched: int = 0  # records read from the source, including ones skipped as already seen
+
+
+def score_sentiment(texts: list[str]) -> list[tuple[float, str]]:
+    """(score in [-1, 1], label) per text with the baseline engine (VADER), for other domains
+    (conversations) that score texts the same way the feedback insights do."""
+    # Imported here on purpose: the sentiment package loads scikit-learn, which processes that
+    # only read or write the uniform format (the webhook service, the CLI) should not pay for.
+    from assets.feedback.sentiment import BASELINE, ENGINES, score_texts
+
+    labels, scores = score_texts(ENGINES[BASELINE](), texts)
+    return [(float(s), str(label)) for s, label in zip(scores, labels, strict=True)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from assets.feedback.rules import FeedbackItem, SourceRef
@@ -253,3 +254,183 @@ def upsert_items(conn: psycopg.Connection, items: Sequence[FeedbackItem]) -> Ups
     inserted = sum(1 for (fresh,) in rows if fresh)
     updated = len(rows) - inserted
     return UpsertCounts(inserted, updated, len(unique) - len(rows))
+
+
+def latest_reports(conn: psycopg.Connection, workspace_id: int, days: int) -> list[tuple]:
+    """The workspace's insight reports of its last `days` days that have reports, newest first
+    (per day: `all` first, then each source)."""
+    return conn.execute(
+        """
+        select day, source, items, positive, neutral, negative, avg_sentiment, top_topics,
+               anomalies
+        from analytics.insight_reports
+        where workspace_id = %s
+          and day > (select max(day) from analytics.insight_reports where workspace_id = %s) - %s
+        order by day desc, source <> 'all', source
+        """,
+        (workspace_id, workspace_id, days),
+    ).fetchall()
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """A source's last failed pull, until a pull succeeds again."""
+
+    error: str
+    at: Any  # datetime
+    failed_pulls: int  # in a row
+
+
+def record_pull_failure(conn: psycopg.Connection, source_id: int, error: str) -> int:
+    """Remember a failed pull on its source; returns the failed pulls in a row."""
+    row = conn.execute(
+        "update control.feedback_sources set last_error = %s, last_error_at = now(), "
+        "failed_pulls = failed_pulls + 1 where source_id = %s returning failed_pulls",
+        (error[:1000], source_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def clear_pull_failure(conn: psycopg.Connection, source_id: int) -> None:
+    """A pull succeeded: the source's last error is gone."""
+    conn.execute(
+        "update control.feedback_sources set last_error = null, last_error_at = null, "
+        "failed_pulls = 0 where source_id = %s and failed_pulls > 0",
+        (source_id,),
+    )
+
+
+def source_errors(conn: psycopg.Connection, workspace: str | None = None) -> dict[int, SourceError]:
+    """The sources (of one workspace, or all) whose last pull failed, by source id."""
+    rows = conn.execute(
+        """
+        select s.source_id, s.last_error, s.last_error_at, s.failed_pulls
+        from control.feedback_sources s join control.workspaces w using (workspace_id)
+        where s.last_error is not null and (%(workspace)s::text is null or w.name = %(workspace)s)
+        """,
+        {"workspace": workspace},
+    ).fetchall()
+    return {row[0]: SourceError(row[1], row[2], row[3]) for row in rows}
+
+
+def update_source_config(conn: psycopg.Connection, source_id: int, changes: dict[str, Any]) -> None:
+    """Merge `changes` into a source's stored config (e.g. a new encrypted API key)."""
+    conn.execute(
+        "update control.feedback_sources set config = config || %s where source_id = %s",
+        (Jsonb(changes), source_id),
+    )
+
+
+# --- the life of workspaces and sources ---------------------------------------------------------
+
+
+def _find_source(conn: psycopg.Connection, workspace: str, name: str) -> SourceRef:
+    found = [s for s in list_sources(conn, workspace, active_only=False) if s.name == name]
+    if not found:
+        raise WorkspaceError(f"workspace {workspace!r} has no source named {name!r}")
+    return found[0]
+
+
+def set_source_active(conn: psycopg.Connection, workspace: str, name: str, active: bool) -> None:
+    """Pause (its items stay) or resume a source's pulls and pushes."""
+    source = _find_source(conn, workspace, name)
+    conn.execute(
+        "update control.feedback_sources set active = %s where source_id = %s",
+        (active, source.source_id),
+    )
+
+
+def rename_source(conn: psycopg.Connection, workspace: str, name: str, new_name: str) -> None:
+    source = _find_source(conn, workspace, name)
+    try:
+        conn.execute(
+            "update control.feedback_sources set name = %s where source_id = %s",
+            (new_name, source.source_id),
+        )
+    except psycopg.errors.UniqueViolation:
+        raise WorkspaceError(f"workspace {workspace!r} already has a source {new_name!r}") from None
+
+
+def _tables_with(conn: psycopg.Connection, column: str) -> list[tuple[str, str]]:
+    """(schema, table) of every base table of ours with `column`."""
+    return conn.execute(
+        """
+        select c.table_schema, c.table_name from information_schema.columns c
+        join information_schema.tables t using (table_schema, table_name)
+        where c.column_name = %s and t.table_type = 'BASE TABLE'
+          and c.table_schema in ('raw', 'control', 'analytics')
+        order by 1, 2
+        """,
+        (column,),
+    ).fetchall()
+
+
+def _delete_where(
+    conn: psycopg.Connection, tables: Sequence[tuple[str, str]], column: str, ids: Sequence[int]
+) -> dict[str, int]:
+    deleted = {}
+    for schema, table in tables:
+        deleted[f"{schema}.{table}"] = conn.execute(
+            sql.SQL("delete from {} where {} = any(%s)").format(
+                sql.Identifier(schema, table), sql.Identifier(column)
+            ),
+            (list(ids),),
+        ).rowcount
+    return deleted
+
+
+def remove_source(
+    conn: psycopg.Connection, workspace: str, name: str, *, purge: bool = False
+) -> dict[str, int]:
+    """Remove a source. Without `purge` only one that brought no items (disable keeps them);
+    with `purge` its rows in every table go too, in the caller's transaction."""
+    source = _find_source(conn, workspace, name)
+    children = [t for t in _tables_with(conn, "source_id") if t != ("control", "feedback_sources")]
+    if not purge:
+        (items,) = conn.execute(
+            "select count(*) from raw.feedback_items where source_id = %s", (source.source_id,)
+        ).fetchone()
+        if items:
+            raise WorkspaceError(
+                f"source {workspace}/{name} holds {items} items; `sources disable` keeps them, "
+                "`sources remove --purge` deletes them"
+            )
+    deleted = _delete_where(conn, children, "source_id", [source.source_id])
+    deleted |= _delete_where(
+        conn, [("control", "feedback_sources")], "source_id", [source.source_id]
+    )
+    return deleted
+
+
+def remove_workspace(conn: psycopg.Connection, name: str, *, purge: bool = False) -> dict[str, int]:
+    """Remove a workspace. Without `purge` only an empty one (no sources, no items); with
+    `purge` its sources, items, reports and models go too, in the caller's transaction."""
+    workspace = get_workspace(conn, name)
+    sources = [
+        row[0]
+        for row in conn.execute(
+            "select source_id from control.feedback_sources where workspace_id = %s",
+            (workspace.workspace_id,),
+        )
+    ]
+    if sources and not purge:
+        raise WorkspaceError(
+            f"workspace {name!r} still has {len(sources)} source(s); remove them, or "
+            f"`workspaces remove {name} --purge` deletes everything of it"
+        )
+    by_source = [t for t in _tables_with(conn, "source_id") if t != ("control", "feedback_sources")]
+    by_workspace = [
+        t
+        for t in _tables_with(conn, "workspace_id")
+        if t not in (("control", "workspaces"), ("control", "feedback_sources"))
+    ]
+    deleted = _delete_where(conn, by_source, "source_id", sources)
+    for table, count in _delete_where(
+        conn, by_workspace, "workspace_id", [workspace.workspace_id]
+    ).items():
+        deleted[table] = deleted.get(table, 0) + count
+    deleted |= _delete_where(conn, [("control", "feedback_sources")], "source_id", sources)
+    deleted |= _delete_where(
+        conn, [("control", "workspaces")], "workspace_id", [workspace.workspace_id]
+    )
+    return deleted

@@ -11,8 +11,17 @@ exists, and each active desk synced recently.
 
 import dagster as dg
 import psycopg
+from pydantic import Field
 
-from assets.tickets.desks import Desk, DeskError, get_desk, open_desk_api, record_sync_result
+from assets.tickets.desks import (
+    Desk,
+    DeskError,
+    get_desk,
+    open_desk_api,
+    record_sync_result,
+    resync_desk,
+)
+from assets.tickets.rules import DESK_TAG
 from assets.tickets.store import sync_comments, sync_tickets
 from resources.warehouse import WarehouseResource
 from resources.zendesk import ZendeskApi, ZendeskAuthError, ZendeskClient, ZendeskError
@@ -93,6 +102,15 @@ def _fail(warehouse: WarehouseResource, desk: Desk, exc: Exception) -> dg.Failur
     return dg.Failure(message, allow_retries=not isinstance(exc, ZendeskAuthError))
 
 
+def _open_api(warehouse: WarehouseResource, zendesk: ZendeskClient, desk: Desk) -> ZendeskApi:
+    """The desk's API session; a key that cannot decrypt its token (or a bad base URL) fails
+    the sync like any other error: recorded on the desk, naming it."""
+    try:
+        return open_desk_api(zendesk, desk)
+    except Exception as exc:
+        raise _fail(warehouse, desk, exc) from None
+
+
 def _request_metadata(api: ZendeskApi) -> dict:
     stats = api.stats
     return {
@@ -102,6 +120,16 @@ def _request_metadata(api: ZendeskApi) -> dict:
         "retries": stats.retries,
         "errors": dict(stats.errors),
     }
+
+
+class DeskSyncConfig(dg.Config):
+    """Launchpad options of a desk sync."""
+
+    resync: bool = Field(
+        default=False,
+        description="Read both exports from the beginning (as `supportflow desks resync`): the "
+        "desk converges to exactly what Zendesk holds, nothing twice.",
+    )
 
 
 @dg.multi_asset(
@@ -141,11 +169,18 @@ def _request_metadata(api: ZendeskApi) -> dict:
     ],
 )
 def zendesk_tickets(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, zendesk: ZendeskClient
+    context: dg.AssetExecutionContext,
+    config: DeskSyncConfig,
+    warehouse: WarehouseResource,
+    zendesk: ZendeskClient,
 ):
     """Incremental ticket export (with users, groups, organizations, metric sets) for a desk."""
+    if config.resync:
+        with warehouse.connection() as conn:
+            resync_desk(conn, context.partition_key)
+        context.log.info(f"desk {context.partition_key}: cursors reset, reading everything again")
     desk = _load_desk(warehouse, context.partition_key)
-    with open_desk_api(zendesk, desk) as api:
+    with _open_api(warehouse, zendesk, desk) as api:
         try:
             stats = sync_tickets(
                 warehouse.connection,
@@ -225,7 +260,7 @@ def zendesk_ticket_comments(
 ):
     """Comments from the ticket events export; a finished run marks the desk synced."""
     desk = _load_desk(warehouse, context.partition_key)
-    with open_desk_api(zendesk, desk) as api:
+    with _open_api(warehouse, zendesk, desk) as api:
         try:
             stats = sync_comments(
                 warehouse.connection, api, desk, per_page=zendesk.events_page_size
@@ -310,7 +345,13 @@ zendesk_desk_sync = dg.define_asset_job(
         "zendesk_tickets", "zendesk_users", "zendesk_ticket_comments"
     )
     - dg.AssetSelection.checks(desks_synced_recently),
-    partitions_def=DESK_PARTITIONS,
+    # Every run of a desk carries its desk tag, however it was launched (sensor, UI, backfill):
+    # the run coordinator's per-desk tag limit then holds for all of them.
+    config=dg.PartitionedConfig(
+        partitions_def=DESK_PARTITIONS,
+        run_config_for_partition_key_fn=lambda desk: {},
+        tags_for_partition_key_fn=lambda desk: {DESK_TAG: desk},
+    ),
     description="Sync one desk: tickets, users and comments.",
 )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from resources.secrets import SecretBox
@@ -95,8 +96,8 @@ def add_desk(
         raise DeskError("the token is empty")
     if not oauth and not email:
         raise DeskError("an API token needs --email (or use --oauth-token-env)")
-    if base_url is not None and not re.match(r"^https?://[^\s/]+", base_url):
-        raise DeskError(f"base URL {base_url!r} must start with http:// or https://")
+    if base_url is not None:
+        base_url = _check_base_url(base_url)
     for label, value in (
         ("sync interval", sync_interval_seconds),
         ("export rate", export_rate_per_minute),
@@ -150,16 +151,159 @@ def get_desk(conn: psycopg.Connection, name: str) -> Desk:
         )
         row = cur.fetchone()
     if row is None:
-        raise DeskError(f"no desk named {name!r} (see `supportflow desks list`)")
+        raise _unknown(name)
     return _desk(row)
 
 
-def disable_desk(conn: psycopg.Connection, name: str) -> None:
+def _unknown(name: str) -> DeskError:
+    return DeskError(f"no desk named {name!r} (see `supportflow desks list`)")
+
+
+def set_desk_active(conn: psycopg.Connection, name: str, active: bool) -> None:
+    """Pause (the data stays) or resume syncing a desk."""
     updated = conn.execute(
-        "update control.desks set active = false, updated_at = now() where name = %s", (name,)
+        "update control.desks set active = %s, updated_at = now() where name = %s", (active, name)
     ).rowcount
     if not updated:
-        raise DeskError(f"no desk named {name!r} (see `supportflow desks list`)")
+        raise _unknown(name)
+
+
+def disable_desk(conn: psycopg.Connection, name: str) -> None:
+    set_desk_active(conn, name, False)
+
+
+def _check_base_url(base_url: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", base_url):
+        raise DeskError(f"base URL {base_url!r} must start with http:// or https://")
+    return base_url.rstrip("/")
+
+
+def update_desk(
+    conn: psycopg.Connection,
+    box: SecretBox,
+    name: str,
+    *,
+    token: str | None = None,
+    oauth: bool | None = None,
+    email: str | None = None,
+    base_url: str | None = None,
+    sync_interval_seconds: int | None = None,
+    export_rate_per_minute: int | None = None,
+    api_rate_per_minute: int | None = None,
+) -> Desk:
+    """Change what is given, nothing else; a new token is encrypted before it is stored.
+
+    `oauth` says which kind `token` is (True: OAuth; False: API token, which needs an email,
+    given now or stored). The running sync reads the desk at its start, so a rotated token is
+    used from the next run on, queued runs included.
+    """
+    desk = get_desk(conn, name)
+    changes: dict[str, object] = {}
+    if token is not None:
+        if not token:
+            raise DeskError("the token is empty")
+        kind = "oauth" if oauth else "token"
+        auth_email = email or (desk.auth_email if desk.auth_kind == "token" else None)
+        if kind == "token" and not auth_email:
+            raise DeskError("an API token needs --email (or use --oauth-token-env)")
+        changes |= {
+            "auth_kind": kind,
+            "auth_email": None if kind == "oauth" else auth_email,
+            "token_encrypted": box.encrypt(token),
+        }
+    elif email is not None:
+        if desk.auth_kind != "token":
+            raise DeskError("--email goes with API-token auth; this desk uses OAuth")
+        changes["auth_email"] = email
+    if base_url is not None:
+        changes["base_url"] = _check_base_url(base_url)
+    for column, label, value in (
+        ("sync_interval_seconds", "sync interval", sync_interval_seconds),
+        ("export_rate_per_minute", "export rate", export_rate_per_minute),
+        ("api_rate_per_minute", "API rate", api_rate_per_minute),
+    ):
+        if value is not None:
+            if value <= 0:
+                raise DeskError(f"{label} must be positive, not {value}")
+            changes[column] = value
+    if not changes:
+        raise DeskError("nothing to update: give at least one option")
+    assignments = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
+        for column in changes
+    )
+    conn.execute(
+        sql.SQL("update control.desks set {}, updated_at = now() where desk_id = {}").format(
+            assignments, sql.Placeholder("desk_id")
+        ),
+        {**changes, "desk_id": desk.desk_id},
+    )
+    return get_desk(conn, name)
+
+
+def resync_desk(conn: psycopg.Connection, name: str) -> Desk:
+    """Forget the desk's cursors: its next sync reads both exports from the beginning.
+
+    Rows are upserted (a newer version wins, nothing twice) and tickets deleted meanwhile come
+    back from the export with status `deleted` and are marked, so the desk converges to exactly
+    what Zendesk holds. A sync running now finds its cursor moved and stops at its next page.
+    """
+    updated = conn.execute(
+        "update control.desks set ticket_cursor = null, events_cursor = null, "
+        "updated_at = now() where name = %s",
+        (name,),
+    ).rowcount
+    if not updated:
+        raise _unknown(name)
+    return get_desk(conn, name)
+
+
+def desk_row_counts(conn: psycopg.Connection, desk_id: int) -> dict[str, int]:
+    """Rows the desk holds in every table with a `desk_id` (besides control.desks itself)."""
+    tables = conn.execute(
+        """
+        select c.table_schema, c.table_name from information_schema.columns c
+        join information_schema.tables t using (table_schema, table_name)
+        where c.column_name = 'desk_id' and t.table_type = 'BASE TABLE'
+          and c.table_schema in ('raw', 'control', 'analytics')
+          and (c.table_schema, c.table_name) <> ('control', 'desks')
+        order by 1, 2
+        """
+    ).fetchall()
+    counts = {}
+    for schema, table in tables:
+        (count,) = conn.execute(
+            sql.SQL("select count(*) from {} where desk_id = %s").format(
+                sql.Identifier(schema, table)
+            ),
+            (desk_id,),
+        ).fetchone()
+        counts[f"{schema}.{table}"] = count
+    return counts
+
+
+def remove_desk(conn: psycopg.Connection, name: str, *, purge: bool = False) -> dict[str, int]:
+    """Remove the desk. Without `purge` only a desk holding no rows can go (disable it to keep
+    its data); with `purge` its rows in every table go too. Runs in the caller's transaction, so
+    either everything goes or nothing does. Returns the rows deleted per table."""
+    desk = get_desk(conn, name)
+    conn.execute("select 1 from control.desks where desk_id = %s for update", (desk.desk_id,))
+    counts = desk_row_counts(conn, desk.desk_id)
+    held = sum(counts.values())
+    if held and not purge:
+        raise DeskError(
+            f"desk {name!r} still holds {held} rows; `desks disable {name}` keeps them, "
+            f"`desks remove {name} --purge` deletes them"
+        )
+    deleted = {}
+    for table in counts:
+        schema, _, relation = table.partition(".")
+        deleted[table] = conn.execute(
+            sql.SQL("delete from {} where desk_id = %s").format(sql.Identifier(schema, relation)),
+            (desk.desk_id,),
+        ).rowcount
+    conn.execute("delete from control.desks where desk_id = %s", (desk.desk_id,))
+    return deleted
 
 
 def record_sync_result(conn: psycopg.Connection, desk_id: int, error: str | None) -> None:

@@ -20,6 +20,16 @@ def _tenant(value: str) -> str:
     return value
 
 
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise UserError(f"--as-of: expected an ISO 8601 timestamp with an offset: {value!r}")
+    return moment
+
+
 def _connection():
     from resources.runtime import warehouse_url
     from resources.warehouse import get_pool
@@ -45,16 +55,24 @@ def register(cli: click.Group) -> None:
         help="whole days before today (0..7)",
     )
     @click.option("--json", "as_json", is_flag=True, help="one JSON object a line")
-    def templates(tenant: str, days: int, as_json: bool) -> None:
+    @click.option(
+        "--as-of",
+        "as_of",
+        default=None,
+        metavar="TIMESTAMP",
+        help="the moment 'today' is taken from, ISO 8601 with an offset (default: now)",
+    )
+    def templates(tenant: str, days: int, as_json: bool, as_of: str | None) -> None:
         """Notifications per template and status: the last N whole days plus today (live)."""
         from zoneinfo import ZoneInfo
 
         from assets.email.store import template_stats
 
         tenant = _tenant(tenant)
+        now = _moment(as_of) if as_of else datetime.now(UTC)
         zone = ZoneInfo(load_settings().email_timezone)
         with _connection() as conn:
-            rows = template_stats(conn, tenant, days, zone, datetime.now(UTC))
+            rows = template_stats(conn, tenant, days, zone, now)
         if as_json:
             for row in rows:
                 click.echo(

@@ -1,14 +1,16 @@
-"""`supportflow desks add|list|disable` and `supportflow sync NAME`.
+"""`supportflow desks add|list|update|disable|enable|resync|remove|repair-comments` and
+`supportflow sync NAME`: a desk's whole life without SQL.
 
 Tokens are read from the environment variable the user names and stored encrypted; they are
-never printed. `sync` materializes a desk's tickets, users and comments in this process (on an
-ephemeral Dagster instance) and prints the counts.
+never printed. `sync` materializes a desk's tickets, users and comments in this process, recorded
+in the platform's Dagster instance (it shows in the UI), and prints the counts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
+from collections.abc import Iterator
 
 import click
 
@@ -22,6 +24,26 @@ def _token_from_env(variable: str) -> str:
             f"environment variable {variable} is not set or empty (it must hold the token)"
         )
     return value.strip()
+
+
+@contextlib.contextmanager
+def _connection(settings) -> Iterator:
+    """One transaction on the warehouse: committed when the block ends cleanly."""
+    from resources.runtime import warehouse_url
+    from resources.warehouse import get_pool
+
+    with get_pool(warehouse_url(settings)).connection() as conn:
+        yield conn
+
+
+def _set_active(name: str, active: bool) -> None:
+    from assets.tickets.desks import DeskError, set_desk_active
+
+    try:
+        with _connection(load_settings()) as conn:
+            set_desk_active(conn, name, active)
+    except DeskError as exc:
+        raise UserError(str(exc)) from None
 
 
 def register(cli: click.Group) -> None:
@@ -130,20 +152,113 @@ def register(cli: click.Group) -> None:
             if d.last_sync_error:
                 click.echo(f"  last error: {d.last_sync_error}")
 
+    @desks.command("update")
+    @click.argument("name")
+    @click.option(
+        "--token-env", default=None, metavar="VAR", help="env var holding a new API token"
+    )
+    @click.option(
+        "--oauth-token-env", default=None, metavar="VAR", help="env var holding a new OAuth token"
+    )
+    @click.option("--email", default=None, help="agent email for API-token auth")
+    @click.option("--base-url", default=None, help="API base URL (a proxy or the sandbox)")
+    @click.option("--sync-interval", default=None, type=click.IntRange(1), help="seconds")
+    @click.option("--export-rate", default=None, type=click.IntRange(1), help="requests/minute")
+    @click.option("--api-rate", default=None, type=click.IntRange(1), help="requests/minute")
+    def desks_update(
+        name: str,
+        token_env: str | None,
+        oauth_token_env: str | None,
+        email: str | None,
+        base_url: str | None,
+        sync_interval: int | None,
+        export_rate: int | None,
+        api_rate: int | None,
+    ) -> None:
+        """Change desk NAME: rotate its token, its email, URL, interval or rates."""
+        from assets.tickets.desks import DeskError, update_desk
+        from resources.secrets import SecretBox, SecretError
+
+        if token_env and oauth_token_env:
+            raise UserError("give at most one of --token-env and --oauth-token-env")
+        variable = token_env or oauth_token_env
+        token = _token_from_env(variable) if variable else None
+        settings = load_settings()
+        try:
+            box = SecretBox.from_settings(settings.secret_key, settings.home)
+            with _connection(settings) as conn:
+                desk = update_desk(
+                    conn,
+                    box,
+                    name,
+                    token=token,
+                    oauth=bool(oauth_token_env) if token else None,
+                    email=email,
+                    base_url=base_url,
+                    sync_interval_seconds=sync_interval,
+                    export_rate_per_minute=export_rate,
+                    api_rate_per_minute=api_rate,
+                )
+        except (DeskError, SecretError) as exc:
+            raise UserError(str(exc)) from None
+        what = ", ".join(
+            label
+            for label, given in (
+                ("token", token),
+                ("email", email),
+                ("base url", base_url),
+                ("sync interval", sync_interval),
+                ("export rate", export_rate),
+                ("API rate", api_rate),
+            )
+            if given
+        )
+        click.echo(f"updated desk {desk.name}: {what}")
+
     @desks.command("disable")
     @click.argument("name")
     def desks_disable(name: str) -> None:
         """Stop syncing desk NAME (its data stays)."""
-        from assets.tickets.desks import DeskError, disable_desk
-        from resources.runtime import warehouse_url
-        from resources.warehouse import get_pool
+        _set_active(name, False)
+        click.echo(f"disabled desk {name}")
+
+    @desks.command("enable")
+    @click.argument("name")
+    def desks_enable(name: str) -> None:
+        """Sync desk NAME again."""
+        _set_active(name, True)
+        click.echo(f"enabled desk {name}")
+
+    @desks.command("resync")
+    @click.argument("name")
+    def desks_resync(name: str) -> None:
+        """Sync desk NAME from the beginning on its next run (rows converge, nothing twice)."""
+        from assets.tickets.desks import DeskError, resync_desk
 
         try:
-            with get_pool(warehouse_url(load_settings())).connection() as conn:
-                disable_desk(conn, name)
+            with _connection(load_settings()) as conn:
+                resync_desk(conn, name)
         except DeskError as exc:
             raise UserError(str(exc)) from None
-        click.echo(f"disabled desk {name}")
+        click.echo(f"desk {name}: cursors reset; the next sync reads everything again")
+
+    @desks.command("remove")
+    @click.argument("name")
+    @click.option("--purge", is_flag=True, help="also delete the desk's rows in every table")
+    def desks_remove(name: str, purge: bool) -> None:
+        """Remove desk NAME (with --purge: and its rows, in one transaction)."""
+        from assets.tickets.desks import DeskError, remove_desk
+
+        try:
+            with _connection(load_settings()) as conn:
+                deleted = remove_desk(conn, name, purge=purge)
+        except DeskError as exc:
+            raise UserError(str(exc)) from None
+        detail = ", ".join(f"{table} {count}" for table, count in deleted.items() if count)
+        click.echo(
+            f"removed desk {name}; deleted {sum(deleted.values())} rows"
+            + (f" ({detail})" if detail else "")
+        )
 
     @desks.command("repair-comments")
     @click.argument("name")
@@ -193,9 +308,10 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
     """Materialize the desk's partition in process; the counts as one line, or UserError."""
     import dagster as dg
 
-    from assets.tickets.defs import zendesk_ticket_comments, zendesk_tickets
+    from assets.tickets.defs import DESK_PARTITIONS, zendesk_ticket_comments, zendesk_tickets
     from assets.tickets.desks import DeskError, get_desk
     from assets.tickets.rules import DESK_TAG
+    from orchestration.instance import write_instance
     from resources.runtime import build_resources, warehouse_url
     from resources.warehouse import get_pool
     from resources.zendesk import ZendeskClient
@@ -214,8 +330,11 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
         page_size=page_size,
         events_page_size=page_size,
     )
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("desks", [name])
+    # The run is recorded in the platform's instance, so it shows in the UI with its logs.
+    write_instance(settings)
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(DESK_PARTITIONS.name, name):
+        instance.add_dynamic_partitions(DESK_PARTITIONS.name, [name])
     result = dg.materialize(
         [zendesk_tickets, zendesk_ticket_comments],
         partition_key=name,
@@ -223,15 +342,16 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
         instance=instance,
         tags={DESK_TAG: name},
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        # nothing on the console: the run's full log (stack traces included) is in the instance
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
     )
     if not result.success:
         with get_pool(url).connection() as conn:
             error = get_desk(conn, name).last_sync_error
-        click.echo(
-            f"supportflow: error: sync of desk {name} failed: {error or 'see log'}", err=True
+        raise UserError(
+            f"sync of desk {name} failed: {error or _step_failure(result)} "
+            f"(the run's full log: run {result.run_id} in the Dagster UI)"
         )
-        sys.exit(1)
     metadata: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -249,3 +369,14 @@ def run_sync(name: str, *, page_size: int = 1000) -> str:
         f"{comments.get('events_seen', 0)} events; requests "
         f"{tickets.get('requests', 0) + comments.get('requests', 0)}"
     )
+
+
+def _step_failure(result) -> str:
+    """The cause of the first failed step, one line (the innermost error Dagster wraps)."""
+    for event in result.get_step_failure_events():
+        error = event.event_specific_data.error
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            return error.message.strip().splitlines()[0][:500]
+    return "the run failed"

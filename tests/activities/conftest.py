@@ -23,6 +23,7 @@ def activity_tables(db):
     """Empty activity tables (ours only) and empty queue tables."""
     db.execute(
         "truncate raw.activities, raw.activity_ids, raw.activity_deleted_tickets, "
+        "control.activity_export_days, "
         "control.queue_messages, control.queue_dead_letters, control.queue_acks"
     )
     return db

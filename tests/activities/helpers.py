@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
 from assets.activities.defs import build_defs
 from sensors.activities import defs as sensor_defs
+
+
+def table_of(day: date) -> str:
+    """The partition table of a UTC day as the README and migration 0200 name it:
+    raw.activities_pYYYYMMDD (written here independently of `partition_name`)."""
+    return "activities_p" + day.isoformat().replace("-", "")
 
 
 def make_event(tenant: str, n: int, *, when: str | None = None, **overrides) -> dict:

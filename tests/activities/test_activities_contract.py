@@ -9,11 +9,12 @@ import pytest
 
 from assets.activities.rules import (
     InvalidActivity,
+    day_of_partition,
     parse_activity,
     partition_name,
 )
 from assets.activities.store import insert_activities
-from tests.activities.helpers import make_event
+from tests.activities.helpers import make_event, table_of
 
 
 def test_insert_is_idempotent_on_activity_id_and_does_not_commit(db_url, activity_tables, tenant):
@@ -40,8 +41,8 @@ def test_insert_is_idempotent_on_activity_id_and_does_not_commit(db_url, activit
         (tenant,),
     ).fetchall()
     assert rows == [
-        (first.activity_id, f"raw.{partition_name(now.date())}"),
-        (second.activity_id, f"raw.{partition_name(now.date())}"),
+        (first.activity_id, f"raw.{table_of(now.date())}"),
+        (second.activity_id, f"raw.{table_of(now.date())}"),
     ]
 
 
@@ -68,7 +69,7 @@ def test_system_failure_activity_creates_a_missing_partition(db_url, activity_ta
         (activity.activity_id,),
     ).fetchone()
     assert row == (
-        f"raw.{partition_name(day + timedelta(days=1))}",
+        f"raw.{table_of(day + timedelta(days=1))}",
         {"provider": "mailgun", "recipient": "a@example.com", "reason": "bounced"},
         None,
     )
@@ -114,3 +115,21 @@ def test_insert_on_an_autocommit_connection(db, activity_tables, tenant):
     activity = parse_activity(make_event(tenant, 1))
     assert insert_activities(db, [activity, activity]) == 1
     assert insert_activities(db, [activity]) == 0
+
+
+@pytest.mark.parametrize(
+    ("day", "table"),
+    [
+        (date(2026, 3, 9), "activities_p20260309"),
+        (date(2026, 12, 31), "activities_p20261231"),
+        (date(2027, 1, 1), "activities_p20270101"),
+    ],
+)
+def test_partition_names_are_the_documented_ones(day, table):
+    assert partition_name(day) == table
+    assert day_of_partition(table) == day
+
+
+@pytest.mark.parametrize("name", ["activities_default", "activities_p2026039", "notes_p20260309"])
+def test_other_tables_are_not_partitions(name):
+    assert day_of_partition(name) is None

@@ -11,9 +11,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from assets.activities.rules import partition_name
 from resources.warehouse import WarehouseResource
-from tests.activities.helpers import activity_definitions, make_event
+from tests.activities.helpers import activity_definitions, make_event, table_of
 
 FAST_RETRY = {"ops": {"activities": {"config": {"retry_base_seconds": 0.2}}}}
 
@@ -93,7 +92,7 @@ def test_valid_duplicate_malformed_and_late_events(
     assert [r[0] for r in rows] == sorted(e["activity_id"] for e in valid)
     days = {e["activity_id"]: datetime.fromisoformat(e["occurred_at"]).date() for e in valid}
     for activity_id, table, _category in rows:
-        assert table == f"raw.{partition_name(days[activity_id])}"
+        assert table == f"raw.{table_of(days[activity_id])}"
     categories = {r[0]: r[2] for r in rows}
     assert categories[valid[0]["activity_id"]] == "status"
     assert categories[valid[5]["activity_id"]] == "conversation"
@@ -144,7 +143,15 @@ def test_database_failure_during_drain_loses_nothing(
     assert waiting[0] == 5 and waiting[1] == 1 and "read-only" in waiting[2]
     assert resources["queues"].dead_letters("activities") == []
 
-    time.sleep(0.5)  # the retry delay of the first failure (0.2 s here) passes
+    # the retry delay of the first failure (0.2 s here) passes: wait for exactly that state
+    deadline = time.monotonic() + 30
+    visible = (
+        "select count(*) from control.queue_messages "
+        "where queue = 'activities' and visible_at <= now()"
+    )
+    while db.execute(visible).fetchone()[0] < 5:
+        assert time.monotonic() < deadline, "the failed messages never became visible again"
+        time.sleep(0.05)
     run_drain(activity_defs, instance, tick(activity_defs, instance, resources).run_requests[0])
     assert [r[0] for r in stored(db, tenant)] == sorted(e["activity_id"] for e in events)
     assert resources["queues"].depth("activities") == 0

@@ -11,23 +11,27 @@ import pytest
 
 from assets.activities import defs as activities
 from assets.activities.defs import ActivitySettings
-from assets.activities.export import export_dir
 from assets.activities.rules import (
     OTHER_CATEGORY,
     InvalidActivity,
     category_for,
     parse_activity,
+    parse_ticket_delete,
 )
 from assets.activities.store import (
     ensure_partitions,
     insert_activities,
-    parse_ticket_delete,
     partition_days,
     ticket_timeline,
 )
 from orchestration.cli import main as cli_main
 from resources.storage import ExportStorage
-from tests.activities.helpers import make_event
+from tests.activities.helpers import make_event, table_of
+
+
+def readme_export_dir(tenant: str, day: date) -> str:
+    """The export layout the README promises: activities/tenant=<id>/date=<YYYY-MM-DD>/."""
+    return f"activities/tenant={tenant}/date={day:%Y-%m-%d}"
 
 
 def at(day: date, hh: int, mm: int = 0, ss: int = 0, us: int = 0) -> str:
@@ -86,7 +90,7 @@ def test_export_writes_exactly_the_days_user_activities_per_tenant(
     )
     assert result.success
 
-    folder = tmp_path / export_dir(tenant, day)
+    folder = tmp_path / readme_export_dir(tenant, day)
     frame = pd.read_parquet(folder / "activities.parquet")
     assert list(frame["activity_id"]) == [f"{tenant}-a1", f"{tenant}-a3", f"{tenant}-a2"]
     assert set(frame["tenant_id"]) == {tenant}
@@ -95,7 +99,7 @@ def test_export_writes_exactly_the_days_user_activities_per_tenant(
     assert frame["occurred_at"].iloc[2] == pd.Timestamp(at(day, 23, 59, 59, 999999))
     as_csv = pd.read_csv(folder / "activities.csv")
     assert list(as_csv["activity_id"]) == list(frame["activity_id"])
-    theirs = pd.read_parquet(tmp_path / export_dir(other, day) / "activities.parquet")
+    theirs = pd.read_parquet(tmp_path / readme_export_dir(other, day) / "activities.parquet")
     assert list(theirs["activity_id"]) == [f"{other}-a1"]
     assert '"note":"zoë' in theirs["details"].iloc[0].replace(": ", ":")
     leftovers = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".")]
@@ -126,7 +130,7 @@ def test_export_backfill_range_in_one_run(db_url, activity_tables, tenant, tmp_p
     )
     assert result.success
     for n, day in enumerate(days):
-        frame = pd.read_parquet(tmp_path / export_dir(tenant, day) / "activities.parquet")
+        frame = pd.read_parquet(tmp_path / readme_export_dir(tenant, day) / "activities.parquet")
         assert list(frame["activity_id"]) == [f"{tenant}-a{n}"]
     assert activities.activity_export.backfill_policy.max_partitions_per_run == 7
 
@@ -137,6 +141,21 @@ def test_export_schedule_materializes_yesterday():
     context = dg.build_schedule_context(scheduled_execution_time=tick_time)
     (run_request,) = schedule.evaluate_tick(context).run_requests
     assert run_request.partition_key == "2026-11-23"
+
+
+def partition_tables(conn) -> set[str]:
+    """raw.activities' partitions by table name, read from the catalog (not through the code
+    under test)."""
+    rows = conn.execute(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+        "where i.inhparent = 'raw.activities'::regclass"
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def as_of(op: str, day: date) -> dict:
+    """Run config pinning the job's "today", so a test near midnight cannot disagree with it."""
+    return {"ops": {op: {"config": {"today": day.isoformat()}}}}
 
 
 def test_retention_drops_exactly_the_old_partitions(
@@ -159,27 +178,24 @@ def test_retention_drops_exactly_the_old_partitions(
                 "insert into raw.activity_ids (activity_id, occurred_at) values (%s, %s)",
                 (f"{tenant}-r{n}", at(day, 12)),
             )
-        before = set(partition_days(conn))
+    before = partition_tables(db)
+    assert {table_of(d) for d in old + kept} <= before
+    retention = as_of("drop_expired_activity_partitions", today)
     # retention is configurable: with 100 days only the 120-day-old partition goes
     longer = dg.Definitions(
         jobs=[activities.activity_retention_job],
         resources={**resources, "activity_settings": ActivitySettings(retention_days=100)},
     )
     assert longer.resolve_job_def("activity_retention").execute_in_process(
-        instance=instance
-    ).output_for_node("drop_expired_activity_partitions") == [str(old[0])]
-    before.discard(old[0])
+        instance=instance, run_config=retention
+    ).output_for_node("drop_expired_activity_partitions") == [old[0].isoformat()]
+    # the default 90 days: the 91-day-old one goes, the 90-day-old one is the oldest kept
     result = activity_defs.resolve_job_def("activity_retention").execute_in_process(
-        instance=instance
+        instance=instance, run_config=retention
     )
     assert result.success
-    assert result.output_for_node("drop_expired_activity_partitions") == [
-        str(d) for d in sorted(d for d in before if d < today - timedelta(days=90))
-    ]
-    with psycopg.connect(db_url) as conn:
-        after = set(partition_days(conn))
-    assert after == {d for d in before if d >= today - timedelta(days=90)}
-    assert set(old).isdisjoint(after) and set(kept) <= after
+    assert result.output_for_node("drop_expired_activity_partitions") == [old[1].isoformat()]
+    assert partition_tables(db) == before - {table_of(d) for d in old}
     ids = db.execute(
         "select activity_id from raw.activities where tenant_id = %s order by activity_id",
         (tenant,),
@@ -194,14 +210,16 @@ def test_retention_drops_exactly_the_old_partitions(
 def test_maintenance_creates_partitions_ahead(db_url, activity_defs, instance, activity_tables):
     today = datetime.now(UTC).date()
     ahead = today + timedelta(days=3)
-    activity_tables.execute(f"drop table if exists raw.activities_p{ahead:%Y%m%d}")
+    activity_tables.execute(f"drop table if exists raw.{table_of(ahead)}")
     result = activity_defs.resolve_job_def("activity_partition_maintenance").execute_in_process(
-        instance=instance
+        instance=instance, run_config=as_of("ensure_activity_partitions", today)
     )
     assert result.success
+    window = [today + timedelta(days=n) for n in range(4)]
+    assert result.output_for_node("ensure_activity_partitions") == [d.isoformat() for d in window]
+    assert {table_of(d) for d in window} <= partition_tables(activity_tables)
     with psycopg.connect(db_url) as conn:
-        days = set(partition_days(conn))
-    assert {today + timedelta(days=n) for n in range(4)} <= days
+        assert set(window) <= set(partition_days(conn))
 
 
 def test_deletes_remove_a_tickets_activities_everywhere(

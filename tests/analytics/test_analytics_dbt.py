@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import shutil
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,6 @@ from assets.analytics.defs import (
     dbt_env,
     dbt_project,
     dbt_resource,
-    manifest_is_stale,
 )
 
 RAW_ASSET_KEYS = [
@@ -29,6 +30,9 @@ RAW_ASSET_KEYS = [
     "notifications",
     "delivery_events",
     "feedback_items",
+    "conversation_messages",
+    "conversation_tickets",
+    "conversation_daily",
 ]
 
 
@@ -64,23 +68,6 @@ def test_dbt_env_refuses_several_hosts():
         dbt_env("postgresql://u@a,b/db")
 
 
-def test_manifest_is_stale_when_missing_or_older_than_a_model(tmp_path: Path):
-    (tmp_path / "models").mkdir()
-    model = tmp_path / "models" / "m.sql"
-    model.write_text("select 1")
-    (tmp_path / "dbt_project.yml").write_text("name: x")
-    manifest = tmp_path / "target" / "manifest.json"
-    assert manifest_is_stale(tmp_path, manifest)
-    manifest.parent.mkdir()
-    manifest.write_text("{}")
-    past = time.time() - 60
-    os.utime(model, (past, past))
-    os.utime(tmp_path / "dbt_project.yml", (past, past))
-    assert not manifest_is_stale(tmp_path, manifest)
-    model.write_text("select 2")
-    assert manifest_is_stale(tmp_path, manifest)
-
-
 def test_sources_point_at_the_raw_table_assets():
     deps = {dep.asset_key for spec in analytics_dbt_models.specs for dep in spec.deps}
     for key in RAW_ASSET_KEYS:
@@ -93,6 +80,8 @@ def test_sources_point_at_the_raw_table_assets():
         "fct_notifications",
         "template_delivery_7d",
         "agg_feedback_daily",
+        "fct_conversation_tickets",
+        "agg_conversation_daily",
     }
     assert {spec.group_name for spec in analytics_dbt_models.specs} == {"analytics"}
     assert dbt_project.manifest_path.exists()
@@ -506,46 +495,94 @@ def test_allowed_tenants_answers_only_for_the_session_user(db, db_url, tenant_an
         db.execute("delete from control.analyst_tenants where role_name = 'someone_else'")
 
 
-# --- the manifest at load time -----------------------------------------------------------------
+# --- the manifest: dagster-dbt prepares it (assets/analytics/project.py, Makefile) ---------------
 
-_PARSE_SCRIPT = """
-import sys
-from pathlib import Path
-from dagster_dbt import DbtProject
-from assets.analytics.defs import ensure_manifest
-print(ensure_manifest(DbtProject(project_dir=Path(sys.argv[1]))))
-"""
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+PROJECT_FILE = "assets/analytics/project.py"
 
 
-def test_two_processes_loading_a_fresh_clone_parse_once(tmp_path: Path):
-    """A fresh clone has no manifest: two loaders at once end with one parse, a valid manifest
-    and no scratch directories left behind."""
-    import shutil
-    import subprocess
-    import sys
-
-    project = tmp_path / "dbt_project"
+@pytest.fixture(scope="module")
+def fresh_checkout(tmp_path_factory) -> Path:
+    """What a fresh clone holds for the analytics layer: the Makefile, assets/analytics/project.py
+    and dbt_project/ without target/, brought up by `make setup`'s manifest step (the venv is
+    this one, taken as installed)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    checkout = tmp_path_factory.mktemp("checkout")
+    shutil.copy2(REPO / "Makefile", checkout / "Makefile")
+    (checkout / PROJECT_FILE).parent.mkdir(parents=True)
+    shutil.copy2(REPO / PROJECT_FILE, checkout / PROJECT_FILE)
     shutil.copytree(
-        dbt_project.project_dir, project, ignore=shutil.ignore_patterns("target", "logs")
+        REPO / "dbt_project",
+        checkout / "dbt_project",
+        ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"),
     )
-    repo = Path(__file__).resolve().parents[2]
-    loaders = [
-        subprocess.Popen(
-            [sys.executable, "-c", _PARSE_SCRIPT, str(project)],
-            cwd=repo,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [loader.communicate(timeout=180) for loader in loaders]
-    assert [loader.returncode for loader in loaders] == [0, 0], [err for _, err in outputs]
-    assert sorted(out.strip().splitlines()[-1] for out, _ in outputs) == ["False", "True"]
-    manifest = json.loads((project / "target" / "manifest.json").read_text())
-    assert "model.supportflow.fct_tickets" in manifest["nodes"]
-    assert not list((project / "target").glob(".parse-*"))
-    assert not manifest_is_stale(project, project / "target" / "manifest.json")
+    assert not (checkout / "dbt_project" / "target").exists()
+    made = _make(checkout, "setup")
+    assert made.returncode == 0, made.stdout[-3000:]
+    assert "dagster-dbt project prepare-and-package" in made.stdout
+    return checkout
+
+
+def _make(checkout: Path, *args: str) -> subprocess.CompletedProcess:
+    venv = VENV_BIN.parent
+    return subprocess.run(
+        ["make", "-C", str(checkout), f"VENV={venv}", "-o", f"{venv}/.installed", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _manifest_nodes(checkout: Path) -> dict:
+    return json.loads((checkout / "dbt_project" / "target" / "manifest.json").read_text())["nodes"]
+
+
+def test_a_fresh_checkout_gets_a_manifest_from_make_and_loads(fresh_checkout: Path):
+    from dagster_dbt import DbtProject, dbt_assets
+
+    from assets.analytics.defs import dbt_translator
+
+    assert "model.supportflow.fct_tickets" in _manifest_nodes(fresh_checkout)
+    project = DbtProject(project_dir=fresh_checkout / "dbt_project")
+
+    @dbt_assets(
+        manifest=project.manifest_path, project=project, dagster_dbt_translator=dbt_translator
+    )
+    def loaded(context): ...
+
+    assert dg.AssetKey(["analytics", "fct_tickets"]) in loaded.keys
+    # nothing changed since: make leaves the manifest alone ...
+    assert _make(fresh_checkout, "-q", "setup").returncode == 0
+    # ... and prepares again once a model is edited
+    model = fresh_checkout / "dbt_project" / "models" / "marts" / "fct_tickets.sql"
+    later = (fresh_checkout / "dbt_project" / "target" / "manifest.json").stat().st_mtime + 5
+    os.utime(model, (later, later))
+    assert _make(fresh_checkout, "-q", "setup").returncode == 1
+
+
+def test_dagster_dev_prepares_again_at_load_and_a_deployment_does_not(fresh_checkout: Path):
+    """`make dev` runs `dagster dev` (DAGSTER_IS_DEV_CLI set): loading the code location parses
+    the project again, so a new model shows after a reload. Elsewhere the manifest is only read."""
+    probe = fresh_checkout / "dbt_project" / "models" / "marts" / "probe_new_model.sql"
+    probe.write_text("select 1 as one\n")
+    load = [sys.executable, "-c", f"import runpy; runpy.run_path({PROJECT_FILE!r})"]
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_IS_DEV_CLI"}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # as `supportflow dev` does
+    deployed = subprocess.run(load, cwd=fresh_checkout, env=env, capture_output=True, text=True)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert "model.supportflow.probe_new_model" not in _manifest_nodes(fresh_checkout)
+    dev = subprocess.run(
+        load,
+        cwd=fresh_checkout,
+        env={**env, "DAGSTER_IS_DEV_CLI": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert dev.returncode == 0, dev.stderr[-3000:]
+    assert "model.supportflow.probe_new_model" in _manifest_nodes(fresh_checkout)
 
 
 def test_tenant_analyst_row_security_on_the_pipelines_analytics_tables(

@@ -7,7 +7,14 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-DOMAIN_GROUPS = {"tickets", "activities", "email_delivery", "feedback", "analytics"}
+DOMAIN_GROUPS = {
+    "tickets",
+    "activities",
+    "email_delivery",
+    "feedback",
+    "conversations",
+    "analytics",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +66,8 @@ def test_the_raw_tables_feed_the_marts(asset_nodes):
         "notifications",
         "delivery_events",
         "feedback_items",
+        "conversation_messages",
+        "conversation_tickets",
     }
     for name in raw:
         node = asset_nodes[dg.AssetKey(name)]

@@ -20,6 +20,9 @@ STABLE_TABLES = (
     "raw.notifications",
     "raw.delivery_events",
     "raw.feedback_items",
+    "raw.conversation_threads",
+    "raw.conversation_tickets",
+    "raw.conversation_messages",
     "analytics.fct_tickets",
     "analytics.fct_ticket_comments",
     "analytics.fct_notifications",
@@ -76,6 +79,8 @@ def test_demo_finishes_with_the_summary(two_runs):
         "activity exports: ",
         "psql 'postgresql://",
         "from analytics.fct_tickets",
+        "Conversations (tenant demo)",
+        "tickets by state:",
         "make dev",
     ):
         assert heading in out
@@ -117,6 +122,10 @@ def test_demo_runs_are_recorded_in_the_local_dagster_instance(two_runs, demo_hom
         "template_stats_daily",
         "insight_reports_job",
         "feedback_pull_job",
+        "conversation_messages_drain",
+        "conversation_events_drain",
+        "conversation_closure",
+        "conversation_daily_job",
     } <= jobs
 
 
@@ -159,3 +168,49 @@ def test_demo_marts_agree_with_the_pipelines_tables(two_runs, demo_home):
             ).fetchall()
         )
     assert mart and mart == pipeline
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(560)
+def test_demo_conversations_go_through_every_step(two_runs, demo_home):
+    """Messages became tickets, agents' actions and the closure schedule moved them, the work
+    queues' counters equal a recount, and the conversations feed the feedback workspace."""
+    url = _supportflow(demo_home, "db", "url", timeout=60).stdout.strip()
+    with psycopg.connect(url) as conn:
+        states = dict(
+            conn.execute(
+                "select state, count(*) from raw.conversation_tickets where tenant_id = 'demo'"
+                " group by 1"
+            ).fetchall()
+        )
+        causes = {
+            row[0]
+            for row in conn.execute(
+                "select distinct cause from raw.ticket_state_changes where tenant_id = 'demo'"
+            )
+        }
+        counters = dict(
+            conn.execute(
+                "select (queue_id, state)::text, ticket_count from analytics.queue_counters"
+                " where tenant_id = 'demo' and ticket_count > 0"
+            ).fetchall()
+        )
+        recount = dict(
+            conn.execute(
+                "select (queue_id, state)::text, count(*) from raw.work_queue_members"
+                " where tenant_id = 'demo' group by queue_id, state"
+            ).fetchall()
+        )
+        from_conversations = conn.execute(
+            "select count(*) from raw.feedback_items i join control.workspaces w"
+            " using (workspace_id) where w.name = 'demo' and i.source = 'conversations'"
+        ).fetchone()[0]
+        daily = conn.execute(
+            "select count(*), sum(new_tickets) from analytics.conversation_daily"
+            " where tenant_id = 'demo'"
+        ).fetchone()
+    assert states.get("closed", 0) > 0 and sum(states.values()) > states["closed"], states
+    assert {"message", "agent", "schedule"} <= causes
+    assert counters and counters == recount
+    assert from_conversations > 100
+    assert daily[0] > 0 and daily[1] > 0

@@ -11,8 +11,8 @@ import dagster as dg
 import psycopg
 import pytest
 
+from assets.email.rules import parse_sent_notification
 from assets.email.store import (
-    parse_sent_notification,
     run_retention,
     set_retention_days,
     store_sent_notifications,
@@ -124,7 +124,8 @@ def test_template_stats_same_rows_after_retention_and_rematerialization(
     db, db_url, email_tables, generator, tenant, resources, instance
 ):
     zone = BERLIN
-    day = datetime.now(UTC).astimezone(zone).date() - timedelta(days=9)
+    now = datetime.now(UTC)  # one "now" for the test and the retention it runs
+    day = now.astimezone(zone).date() - timedelta(days=9)
     start = datetime.combine(day, datetime.min.time(), tzinfo=zone)
     seed(db_url, generator, tenant, [start + timedelta(hours=h) for h in (0, 5, 23)], "reply")
     seed(db_url, generator, tenant, [start - timedelta(seconds=1)], "reply")  # the day before
@@ -145,7 +146,7 @@ def test_template_stats_same_rows_after_retention_and_rematerialization(
     assert job.execute_in_process(instance=instance, partition_key=day.isoformat()).success
     first = rows()
     assert first == [(day, "reply", "delivered", 1), (day, "reply", "sending", 2)]
-    run_retention(connection_factory(db_url), datetime.now(UTC), zone)
+    run_retention(connection_factory(db_url), now, zone)
     assert db.execute(
         "select count(*) from raw.notifications where tenant_id = %s", (tenant,)
     ).fetchone() == (0,)
@@ -175,13 +176,15 @@ def test_stats_templates_command(db, db_url, email_tables, generator, tenant, ca
     seed(db_url, generator, tenant, [now, now], "reply")
     seed(db_url, generator, tenant, [now - timedelta(days=1)], "forward")
     write_template_stats_day(db, (now - timedelta(days=1)).date(), ZoneInfo("UTC"))
-    assert main(["stats", "templates", tenant, "--days", "1", "--json"]) == 0
+    # the command takes "today" from the test's moment, so midnight cannot fall in between
+    as_of = ["--as-of", now.isoformat()]
+    assert main(["stats", "templates", tenant, "--days", "1", "--json", *as_of]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert sorted((r["template_id"], r["notification_count"]) for r in lines) == [
         ("forward", 1),
         ("reply", 2),
     ]
-    assert main(["stats", "templates", tenant, "--days", "0"]) == 0
+    assert main(["stats", "templates", tenant, "--days", "0", *as_of]) == 0
     out = capsys.readouterr().out
     assert "reply" in out and "forward" not in out
 
@@ -191,6 +194,7 @@ def test_stats_templates_command(db, db_url, email_tables, generator, tenant, ca
     [
         (["stats", "templates", "acme", "--days", "8"], "--days"),
         (["stats", "templates", "acme", "--days", "-1"], "--days"),
+        (["stats", "templates", "acme", "--as-of", "2026-11-24T10:00:00"], "--as-of"),
         (["stats", "templates", "not a tenant"], "TENANT"),
         (["email", "pod", "acme", "eu/1"], "POD"),
         (["email", "retention", "acme", "0"], "DAYS"),
@@ -203,7 +207,9 @@ def test_bad_arguments_one_line_exit_2(args, message, capsys, db_url):
     assert len(err.splitlines()) == 1 and message in err
 
 
-def test_schedules_request_recent_partitions_and_retention(resources, instance):
+def test_schedules_request_recent_partitions_and_retention(
+    db, db_url, email_tables, generator, tenant, resources, instance
+):
     defs = email_defs(resources, timezone="America/New_York")
     schedule = defs.resolve_schedule_def("template_stats_schedule")
     when = datetime(2026, 11, 24, 0, 20, tzinfo=ZoneInfo("America/New_York"))
@@ -214,5 +220,65 @@ def test_schedules_request_recent_partitions_and_retention(resources, instance):
     assert keys == [f"2026-11-{d:02d}" for d in range(23, 16, -1)]
     retention = defs.resolve_schedule_def("notification_retention_schedule")
     assert retention.execution_timezone == "America/New_York"
+    # the job archives by its own clock: 20 days old goes, 1 hour old stays, whenever it runs
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=20), now - timedelta(hours=1)
+    seed(db_url, generator, tenant, [old, recent])
     result = defs.resolve_job_def("notification_retention").execute_in_process(instance=instance)
     assert result.success
+    assert kept_and_archived(db, tenant) == ([recent], [old])
+
+
+@pytest.mark.parametrize(
+    "address,masked",
+    [
+        ("jane.doe@example.org", "j***@example.org"),
+        ("x@sub.example.co.uk", "x***@sub.example.co.uk"),
+        ("odd@name@example.org", "o***@name@example.org"),
+        ("no-at-sign", "***"),
+    ],
+)
+def test_masked_address_is_the_same_in_python_and_sql(db, address, masked):
+    from assets.email.rules import MASK_ADDRESS_SQL, mask_address
+
+    assert mask_address(address) == masked
+    expression = MASK_ADDRESS_SQL.format(column="%(address)s::text")
+    assert db.execute(f"select {expression}", {"address": address}).fetchone() == (masked,)
+
+
+def test_retention_masks_the_recipient_on_the_failure_activity(
+    db, db_url, email_tables, generator, tenant
+):
+    """After the notification's retention, its failure activity keeps `j***@domain` and no
+    other trace of the address (the provider's reason quotes it)."""
+    from assets.email.rules import parse_receipt
+    from assets.email.store import apply_receipts
+
+    db.execute("truncate raw.activities, raw.activity_ids")
+    sent = datetime.now(UTC) - timedelta(days=10)
+    (notification,) = seed(db_url, generator, tenant, [sent])
+    recipient = notification["recipient"]
+    data, _ = generator.event(notification, "permanent", sent + timedelta(minutes=1))
+    from webhooks.events import normalise_sendgrid
+
+    (message,) = normalise_sendgrid([data])
+    message["reason"] = f"550 5.1.1 <{recipient}>: mailbox unavailable"
+    with psycopg.connect(db_url) as conn:
+        apply_receipts(conn, [parse_receipt(message)], last_attempt=[False], internal_senders=())
+    (before,) = db.execute(
+        "select details from raw.activities where tenant_id = %s", (tenant,)
+    ).fetchone()
+    assert before["recipient"] == recipient and recipient in before["reason"]
+
+    report = run_retention(connection_factory(db_url), datetime.now(UTC), BERLIN)
+    assert report.archived == 1 and report.activities_masked == 1
+    (after,) = db.execute(
+        "select details from raw.activities where tenant_id = %s", (tenant,)
+    ).fetchone()
+    local, domain = recipient.split("@")
+    assert after["recipient"] == f"{local[0]}***@{domain}"
+    assert recipient not in json.dumps(after)
+    assert after["reason"] == f"550 5.1.1 <{local[0]}***@{domain}>: mailbox unavailable"
+    assert after["notification_id"] == notification["notification_id"]
+    again = run_retention(connection_factory(db_url), datetime.now(UTC), BERLIN)
+    assert (again.archived, again.activities_masked) == (0, 0)

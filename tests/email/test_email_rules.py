@@ -1,20 +1,27 @@
-"""The email delivery rules as plain functions: event mapping, the status state machine, internal
-senders, the 7-days-plus-today window, the retention cutoff, signature helpers."""
+"""The email delivery rules as plain functions: the message formats, event mapping, the status
+state machine, internal senders, the 7-days-plus-today window, the retention cutoff, signature
+helpers."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from assets.email.rules import (
+    FINAL_STATUSES,
+    InvalidMessage,
+    Outcome,
     classify_mailgun,
     classify_sendgrid,
     classify_ses,
     failure_activity_id,
     is_internal_sender,
     next_status,
+    parse_receipt,
+    receipt_key,
     retention_cutoff,
     stats_days,
 )
@@ -75,27 +82,50 @@ def test_ses_events(event, bounce_type, outcome):
     assert classify_ses(event, bounce_type) == outcome
 
 
-@pytest.mark.parametrize(
-    "current,outcome,new",
-    [
-        ("sending", "delivered", "delivered"),
-        ("pending", "delivered", "delivered"),
-        ("sending", "accepted", "pending"),
-        ("pending", "accepted", None),
-        ("delivered", "accepted", None),  # late "accepted" after delivery: no change
-        ("pending", "temporary-failure", "temporary-failure"),
-        ("sending", "permanent-failure", "permanent-failure"),
-        ("delivered", "permanent-failure", None),  # never twice
-        ("temporary-failure", "delivered", None),
-        ("permanent-failure", "temporary-failure", None),
-        ("sending", "complained", None),  # complaints are recorded only
-        ("pending", "opened", None),
-        ("pending", "clicked", None),
-        ("sending", "technical-failure", "technical-failure"),
-    ],
-)
-def test_status_changes_only_while_sending_or_pending(current, outcome, new):
-    assert next_status(current, outcome) == new
+# Every (status, receipt outcome) pair, written out: the seed's rules (a status changes once,
+# from `sending` or `pending`; a temporary failure is `temporary-failure` only from `pending`,
+# otherwise `permanent-failure`; `accepted` moves `sending` to `pending`; the rest never change it).
+STATUS_TABLE = {
+    #                      sending              pending              final statuses
+    "delivered":          ("delivered",         "delivered",         None),
+    "temporary-failure":  ("permanent-failure", "temporary-failure", None),
+    "permanent-failure":  ("permanent-failure", "permanent-failure", None),
+    "technical-failure":  ("technical-failure", "technical-failure", None),
+    "accepted":           ("pending",           None,                None),
+    "opened":             (None,                None,                None),
+    "clicked":            (None,                None,                None),
+    "complained":         (None,                None,                None),
+    "unsubscribed":       (None,                None,                None),
+    "other":              (None,                None,                None),
+}  # fmt: skip
+STATUSES = ("sending", "pending", "delivered", "temporary-failure", "permanent-failure",
+            "technical-failure")  # fmt: skip
+
+
+@pytest.mark.parametrize("current", STATUSES)
+@pytest.mark.parametrize("outcome", sorted(STATUS_TABLE))
+def test_every_status_and_receipt_pair(current, outcome):
+    from_sending, from_pending, from_final = STATUS_TABLE[outcome]
+    expected = {"sending": from_sending, "pending": from_pending}.get(current, from_final)
+    assert next_status(current, outcome) == expected
+
+
+# A temporary failure of each provider, as each provider names it, and what it does.
+TEMPORARY_EVENTS = [
+    ("mailgun", classify_mailgun("failed", "temporary")),
+    ("sendgrid", classify_sendgrid("deferred")),
+    ("sendgrid", classify_sendgrid("bounce", "blocked")),
+    ("ses", classify_ses("Bounce", "Transient")),
+    ("ses", classify_ses("DeliveryDelay")),
+]
+
+
+@pytest.mark.parametrize("provider,outcome", TEMPORARY_EVENTS)
+def test_a_providers_temporary_failure_follows_the_seed(provider, outcome):
+    assert outcome == "temporary-failure", provider
+    assert next_status("pending", outcome) == "temporary-failure"
+    assert next_status("sending", outcome) == "permanent-failure"
+    assert next_status("temporary-failure", outcome) is None
 
 
 @pytest.mark.parametrize(
@@ -179,3 +209,61 @@ def test_sns_certificate_host_pattern(url, ok):
     else:
         with pytest.raises(SignatureError):
             check_sns_cert_url(url)
+
+
+RECEIPT = {
+    "type": "email_event",
+    "event_id": "mailgun:ev-1",
+    "provider": "mailgun",
+    "provider_event_id": "ev-1",
+    "provider_reference": "abc@mg.example",
+    "tenant_id": None,
+    "event_type": "failed",
+    "outcome": "permanent-failure",
+    "severity": "permanent",
+    "reason": "",
+    "recipient": "a@example.com",
+    "sender": None,
+    "occurred_at": "2026-03-01T10:00:00+00:00",
+    "custom_params": {"notification_id": "n-1"},
+    "payload": {},
+}
+
+
+def test_receipt_message_is_parsed_and_keyed_by_its_event():
+    receipt = parse_receipt(RECEIPT)
+    assert (receipt.provider, receipt.outcome, receipt.tenant_id) == (
+        "mailgun",
+        "permanent-failure",
+        None,
+    )
+    assert (receipt.severity, receipt.reason) == ("permanent", None)  # "" is no reason
+    assert receipt_key(RECEIPT) == "event_id:mailgun:ev-1"
+    # every final status is an outcome a receipt may carry
+    assert set(FINAL_STATUSES) <= set(get_args(Outcome))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"provider": "postmark"}, "provider: expected 'mailgun', 'sendgrid' or 'ses', got"),
+        ({"outcome": "bounced"}, "outcome: expected 'delivered', "),
+        ({"provider_event_id": " "}, "provider_event_id: missing or not a string"),
+        ({"provider_reference": None}, "provider_reference: expected `int | str`, got `null`"),
+        ({"event_type": "x" * 65}, "event_type: longer than 64 characters"),
+        ({"tenant_id": "a/b"}, "tenant_id: only letters"),
+        ({"occurred_at": "2026-03-01T10:00:00"}, "occurred_at: needs a UTC offset"),
+        ({"occurred_at": 1700000000}, "occurred_at: expected `str`, got `int`"),
+        ({"payload": []}, "payload: expected `object | null`, got `array`"),
+    ],
+)
+def test_malformed_receipts_name_the_field_and_the_reason(change, problem):
+    with pytest.raises(InvalidMessage) as caught:
+        parse_receipt({**RECEIPT, **change})
+    assert str(caught.value).startswith(problem)
+
+
+def test_a_receipt_missing_a_field_names_it():
+    body = {k: v for k, v in RECEIPT.items() if k != "occurred_at"}
+    with pytest.raises(InvalidMessage, match="^occurred_at: missing$"):
+        parse_receipt(body)

@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from assets.email.rules import InvalidMessage, parse_receipt, parse_sent_notification
 from assets.email.store import (
-    InvalidMessage,
     apply_receipts,
-    parse_receipt,
-    parse_sent_notification,
     pods_for_tenants,
     set_tenant_pod,
     store_sent_notifications,

@@ -278,7 +278,7 @@ def test_queue_failure_is_503_and_releases_the_mailgun_token(
     from webhooks.app import WebhookService, create_app, serve_in_thread
 
     class BrokenQueues(PostgresQueues):
-        def send(self, queue, bodies, delay_seconds=0):
+        def send(self, queue, bodies, delay_seconds=0, *, dedup_key=None):
             raise RuntimeError("queue down")
 
     broken = WebhookService(

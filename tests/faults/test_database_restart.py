@@ -39,8 +39,9 @@ from tests.tickets.helpers import assert_matches_truth, materialized_metadata, z
 
 pytestmark = pytest.mark.slow
 
-# Paced so a restart lands in the middle of a sync (about 3 s for 60 pages), not after it.
-RATE = 1200
+# The sync is held at the sandbox until the database is down (see below), so the restart lands
+# in its middle however fast or slow the machine is; the pace only has to stay under the limits.
+RATE = 6000
 LIMITS = RateLimits(export_per_minute=RATE, api_per_minute=10 * RATE)
 TICKETS = 2000
 PAGE = 100
@@ -196,9 +197,18 @@ def test_ticket_sync_through_a_database_restart(
 
     instance = dg.DagsterInstance.ephemeral()
     pool = get_pool(fault_resources["warehouse"].url)  # this process's pool lives through it
-    restart = restart_when(committed, mode=mode)
-    first = sync(desk, fault_resources, fault_settings, instance, raise_on_error=False)
-    restart.wait()
+    # Once `threshold` rows are committed the sandbox holds the sync's next request; the restart
+    # begins while it is held and lets it go only when the database is down, so the sync meets
+    # the restart in its middle, never after its end.
+    with (
+        connect(fault_url) as watch,
+        sandbox.holding(lambda endpoint: bool(committed(watch))) as hold,
+    ):
+        restart = restart_when(
+            lambda conn: hold.held.is_set() and committed(conn), mode=mode, on_down=hold.release
+        )
+        first = sync(desk, fault_resources, fault_settings, instance, raise_on_error=False)
+        restart.wait()
     assert SERVER_LOG_SAYS[mode] in restart.server_log
     assert restart.observed >= threshold
 

@@ -24,9 +24,13 @@ from assets.feedback.rules import (
 )
 from assets.feedback.sources import SOURCE_KINDS, source_kind
 from assets.feedback.sources.discourse import search_query
-from assets.feedback.sources.webhook import validate_item, validate_payload
+from assets.feedback.sources.webhook import (
+    feedback_message_key,
+    item_from_message,
+    validate_item,
+    validate_payload,
+)
 from assets.feedback.store import hash_token, token_matches
-from resources.discourse import retry_after_seconds
 from sandbox.discourse import parse_query
 
 
@@ -94,6 +98,34 @@ def test_validate_payload(document, message):
         validate_payload(document)
 
 
+MESSAGE = {"type": "feedback_item", "tenant_id": "acme", "workspace_id": 3, "source_id": 4,
+           "event_id": "e-1", "item_id": "i-1", **validate_item(GOOD)}  # fmt: skip
+
+
+def test_feedback_message_to_item_and_its_key():
+    item = item_from_message(MESSAGE)
+    assert (item.workspace_id, item.source_id, item.tenant_id) == (3, 4, "acme")
+    assert (item.external_id, item.text, item.source) == ("7", "Nice", "webhook")
+    assert feedback_message_key(MESSAGE) == "event_id:e-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"type": "activity"}, "type: expected 'feedback_item', got 'activity'"),
+        ({"tenant_id": ""}, "tenant_id: expected `str` of length >= 1"),
+        ({"workspace_id": "3"}, "workspace_id: expected `int`, got `str`"),
+        ({"source_id": None}, "source_id: expected `int`, got `null`"),
+        ({"text": " "}, "message.text: required, a non-empty string"),
+        ({"created_at": "2026-03-01"}, "message.created_at: timestamp needs a time zone"),
+    ],
+)
+def test_malformed_feedback_messages_name_the_field_and_the_reason(change, problem):
+    with pytest.raises(FeedbackValidationError) as caught:
+        item_from_message({**MESSAGE, **change})
+    assert str(caught.value).startswith(problem)
+
+
 def test_token_hash_comparison():
     stored = hash_token("secret-token")
     assert token_matches("secret-token", stored)
@@ -132,20 +164,6 @@ def test_discourse_config_and_query():
     terms, after, before, latest = parse_query("Export csv after:2026-01-02 order:latest #bugs")
     assert terms == ["export", "csv", "#bugs"] and latest and before is None
     assert after == datetime(2026, 1, 2, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [(None, None), ("", None), ("3", 3.0), ("0", 0.0), ("1e9", 120.0), ("soon", None),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
-)  # fmt: skip
-def test_retry_after(header, seconds):
-    assert retry_after_seconds(header) == seconds
-
-
-def test_retry_after_http_date_in_the_future():
-    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    assert retry_after_seconds("Sun, 01 Mar 2026 12:00:30 GMT", now=now) == 30.0
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,29 @@
-"""A tiny code location for the production-instance test: a desk-tagged job that takes a
-couple of seconds, so overlapping runs would show in their start and end times."""
+"""A tiny code location for the production-instance test: a desk-tagged job that holds its desk
+until the test releases it, so the test (not a sleep) decides when each run ends, and runs that
+overlap show it in their start and end times.
+
+The op marks `<hold dir>/<run id>.started` and waits for `<hold dir>/<run id>.release`; the
+hold directory comes in the run's tags."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
+
+HOLD_DIR_TAG = "supportflow-test/hold-dir"
 
 
 @dg.op
 def hold_the_desk(context: dg.OpExecutionContext) -> None:
     context.log.info("syncing desk %s", context.run.tags.get("supportflow/desk"))
-    time.sleep(2)
+    hold_dir = Path(context.run.tags[HOLD_DIR_TAG])
+    (hold_dir / f"{context.run_id}.started").touch()
+    release = hold_dir / f"{context.run_id}.release"
+    deadline = time.monotonic() + 180  # a test that died never releases: give up eventually
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test never released the desk")
+        time.sleep(0.05)
 
 
 # in process: one Python start-up per run, not one more per step

@@ -112,7 +112,7 @@ def code_server(production_instance):
 
 @pytest.mark.slow
 def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
-    production_instance, code_server
+    production_instance, code_server, tmp_path
 ):
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import GrpcServerTarget
@@ -122,6 +122,7 @@ def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
 
     instance = production_instance
     job = _load_job()
+    hold_tag = "supportflow-test/hold-dir"  # deploy_jobs.HOLD_DIR_TAG: each run waits there
     target = GrpcServerTarget(
         host="127.0.0.1", port=code_server, socket=None, location_name="deploy_test"
     )
@@ -136,7 +137,7 @@ def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
                 job_def=job,
                 remote_job_origin=remote_job.get_remote_origin(),
                 job_code_origin=remote_job.get_python_origin(),
-                tags={DESK_TAG: desk},
+                tags={DESK_TAG: desk, hold_tag: str(tmp_path)},
             )
             instance.submit_run(run.run_id, request)
             runs[name] = run.run_id
@@ -144,20 +145,42 @@ def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
             instance.get_run_by_id(r).status == dg.DagsterRunStatus.QUEUED for r in runs.values()
         )
 
+        def status(key: str) -> dg.DagsterRunStatus:
+            return instance.get_run_by_id(runs[key]).status
+
+        def holding(key: str) -> bool:  # the run is inside its op, holding the desk
+            return (tmp_path / f"{runs[key]}.started").exists()
+
+        def release(key: str) -> None:
+            (tmp_path / f"{runs[key]}.release").touch()
+
         finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
         with QueuedRunCoordinatorDaemon(interval_seconds=1) as daemon:
+
+            def dequeue_until(condition, what: str) -> None:
+                deadline = time.monotonic() + 150
+                while not condition():
+                    assert time.monotonic() < deadline, what
+                    list(daemon.run_iteration(workspace))
+                    time.sleep(0.2)
+
             # the first pass may start one run per desk, no more
             list(daemon.run_iteration(workspace))
-            assert instance.get_run_by_id(runs["a2"]).status == dg.DagsterRunStatus.QUEUED
-            for key in ("a1", "b1"):
-                assert instance.get_run_by_id(runs[key]).status != dg.DagsterRunStatus.QUEUED
-            deadline = time.monotonic() + 150
-            while time.monotonic() < deadline:
-                statuses = {k: instance.get_run_by_id(r).status for k, r in runs.items()}
-                if all(s in finished for s in statuses.values()):
-                    break
-                list(daemon.run_iteration(workspace))
-                time.sleep(0.5)
+            assert status("a2") == dg.DagsterRunStatus.QUEUED
+            assert status("a1") != dg.DagsterRunStatus.QUEUED
+            assert status("b1") != dg.DagsterRunStatus.QUEUED
+            # both desks' first runs hold their desks at the same time ...
+            dequeue_until(lambda: holding("a1") and holding("b1"), "a1 and b1 never both ran")
+            # ... and while desk-a is held its second run stays queued
+            list(daemon.run_iteration(workspace))
+            assert status("a2") == dg.DagsterRunStatus.QUEUED and not holding("a2")
+            release("b1")
+            release("a1")
+            dequeue_until(lambda: holding("a2"), "a2 never started after a1 ended")
+            release("a2")
+            dequeue_until(
+                lambda: all(status(k) in finished for k in runs), "the runs never finished"
+            )
 
     records = {k: instance.get_run_record_by_id(r) for k, r in runs.items()}
     for key, record in records.items():
@@ -183,14 +206,15 @@ def test_run_failure_sensor_raises_an_alert(resources, db):
     instance = dg.DagsterInstance.ephemeral()
     result = failing_sync.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
-    context = dg.build_run_status_sensor_context(
+    # nested resources (alerts -> warehouse) are opened inside the context manager's scope
+    with dg.build_run_status_sensor_context(
         sensor_name="alert_on_run_failure",
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
         resources={"alerts": resources["alerts"]},
-    ).for_run_failure()
-    alert_on_run_failure(context)
+    ) as context:
+        alert_on_run_failure(context.for_run_failure())
 
     row = db.execute(
         "select source, summary, details from control.alerts where details->>'run_id' = %s",

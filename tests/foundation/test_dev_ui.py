@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from resources.warehouse import stop_embedded_server
@@ -116,6 +117,18 @@ def test_dev_serves_the_ui_with_the_code_location_loaded_and_definitions_validat
         assert httpx.get(f"{base}/server_info", timeout=10).status_code == 200
         validated, _ = validate.communicate(timeout=180)
         assert validate.returncode == 0, validated[-3000:]
+
+        # SIGTERM to `supportflow dev` alone (what `timeout` or a process manager sends) stops
+        # the webserver, the daemon and the code servers they started, within seconds
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 2, tree
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=40) == 0
+        _, alive = psutil.wait_procs(tree, timeout=20)
+        assert not alive, [p.cmdline() for p in alive]
+        output = _tail(log)
+        for noise in ("BetaWarning", "PreviewWarning", "DeprecationWarning", "superseded"):
+            assert noise not in output, output
     finally:
         stop_group(proc)
         log.close()

@@ -17,7 +17,7 @@ from sandbox.zendesk import (
     RateLimits,
     ZendeskSandbox,
 )
-from tests.tickets.helpers import zendesk_resource
+from tests.tickets.helpers import SANDBOXES, zendesk_resource
 
 FAST_LIMITS = RateLimits(export_per_minute=600, api_per_minute=6000)
 
@@ -35,7 +35,9 @@ class SandboxHost:
         """Host `sandbox`; returns (account name, its base URL)."""
         name = name or f"acct-{uuid.uuid4().hex[:8]}"
         self.accounts[name] = sandbox
-        return name, f"{self.base_url}/accounts/{name}"
+        base_url = f"{self.base_url}/accounts/{name}"
+        SANDBOXES[base_url] = sandbox
+        return name, base_url
 
 
 @pytest.fixture(scope="session")

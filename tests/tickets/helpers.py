@@ -3,13 +3,65 @@ a desk's rows with a sandbox's ground truth."""
 
 from __future__ import annotations
 
-from sandbox.zendesk import ZendeskSandbox
+import httpx
+
+from resources.zendesk import ZendeskApi, ZendeskClient
+from sandbox.zendesk import ZendeskSandbox, endpoint_for_path
+
+# base URL -> the sandbox account served there (filled by the SandboxHost fixture)
+SANDBOXES: dict[str, ZendeskSandbox] = {}
+
+
+class StallAwareTransport(httpx.BaseTransport):
+    """Real HTTP, where only the request the sandbox is about to stall (its "timeout" fault,
+    see `ZendeskSandbox.upcoming_fault`) gets a short read timeout. That request times out for
+    certain and fast, and no other request can time out just because the machine is busy.
+    Requests to one account must come one at a time (as a sync's do) for the look-ahead to hold."""
+
+    def __init__(self, sandbox: ZendeskSandbox, stalled_read_seconds: float = 0.2):
+        self.sandbox = sandbox
+        self.stalled_read_seconds = stalled_read_seconds
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        endpoint = endpoint_for_path(request.url.path)
+        if endpoint and self.sandbox.upcoming_fault(endpoint) == "timeout":
+            timeout = dict(request.extensions.get("timeout") or {})
+            request.extensions["timeout"] = {**timeout, "read": self.stalled_read_seconds}
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class SandboxZendeskClient(ZendeskClient):
+    """The Zendesk resource, talking to sandbox accounts through `StallAwareTransport`."""
+
+    def open(
+        self,
+        *,
+        desk: str,
+        base_url: str,
+        credentials,
+        export_rate_per_minute: int,
+        api_rate_per_minute: int,
+    ) -> ZendeskApi:
+        sandbox = SANDBOXES.get(base_url.rstrip("/"))
+        return ZendeskApi(
+            desk=desk,
+            base_url=base_url,
+            credentials=credentials,
+            export_rate_per_minute=export_rate_per_minute,
+            api_rate_per_minute=api_rate_per_minute,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            backoff_base_seconds=self.backoff_base_seconds,
+            transport=StallAwareTransport(sandbox) if sandbox is not None else None,
+        )
 
 
 def zendesk_resource(settings, *, page_size: int = 1000, timeout: float = 30.0):
-    from resources.zendesk import ZendeskClient
-
-    return ZendeskClient(
+    return SandboxZendeskClient(
         home=str(settings.home),
         secret_key=settings.secret_key or "",
         page_size=page_size,

@@ -31,20 +31,39 @@ def start_sync(desk_name: str) -> subprocess.Popen:
     )
 
 
-def kill_when(process: subprocess.Popen, db, query: str, desk_id: int, threshold: int) -> int:
-    """SIGKILL the process as soon as `query` counts at least `threshold` rows."""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        count = db.execute(query, (desk_id,)).fetchone()[0]
-        if count >= threshold:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
-            return count
-        if process.poll() is not None:
-            pytest.fail(f"sync finished before it could be killed: {process.stderr.read()}")
-        time.sleep(0.05)
-    process.kill()
-    pytest.fail("sync made no progress")
+def kill_when_held(
+    process: subprocess.Popen,
+    sandbox: ZendeskSandbox,
+    endpoint: str,
+    served: int,
+    db,
+    query: str,
+    desk_id: int,
+    threshold: int,
+) -> int:
+    """Stop the sync at a known point and SIGKILL it there: the sandbox holds every request of
+    `endpoint` after the first `served`, the test waits until `query` counts `threshold` rows
+    (the pages before the held one are committed) and kills the process, blocked on the held
+    request. Returns the rows the killed sync left."""
+
+    def count() -> int:
+        return db.execute(query, (desk_id,)).fetchone()[0]
+
+    def pick(name: str) -> bool:
+        return name == endpoint and sandbox.requests[endpoint] >= served
+
+    with sandbox.holding(pick) as hold:
+        deadline = time.monotonic() + 120
+        while not (hold.held.is_set() and count() >= threshold):
+            if process.poll() is not None:
+                pytest.fail(f"sync finished before it could be killed: {process.stderr.read()}")
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"sync never reached the held request ({count()} rows)")
+            hold.held.wait(0.1)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    return count()
 
 
 def test_killed_sync_resumes_exactly(db, make_desk):
@@ -60,14 +79,22 @@ def test_killed_sync_resumes_exactly(db, make_desk):
     tickets_q = "select count(*) from raw.zendesk_tickets where desk_id = %s"
     comments_q = "select count(*) from raw.zendesk_ticket_comments where desk_id = %s"
 
-    killed_at = kill_when(start_sync(desk.name), db, tickets_q, desk.desk_id, 500)
-    assert 500 <= killed_at < 2000  # killed in the middle of the ticket export
+    # held at its 6th page of 100 tickets: killed with exactly 5 pages committed
+    first = start_sync(desk.name)
+    killed_at = kill_when_held(
+        first, sandbox, "tickets_export", 5, db, tickets_q, desk.desk_id, 500
+    )
+    assert killed_at == 500  # killed in the middle of the ticket export
     cursor = db.execute(
         "select ticket_cursor from control.desks where desk_id = %s", (desk.desk_id,)
     ).fetchone()[0]
     assert cursor  # the committed pages' cursor survived the kill
 
-    killed_at = kill_when(start_sync(desk.name), db, comments_q, desk.desk_id, 2000)
+    # held at its 26th page of ticket events (about 2,400 comments): killed mid-way
+    second = start_sync(desk.name)
+    killed_at = kill_when_held(
+        second, sandbox, "ticket_events_export", 25, db, comments_q, desk.desk_id, 2000
+    )
     assert 2000 <= killed_at < 8000  # killed in the middle of the comments
 
     sandbox.apply_changes(new=30, updated=100, deleted=10, comments=200)

@@ -4,7 +4,6 @@ Retry-After parsing, request budget and auth header."""
 from __future__ import annotations
 
 import base64
-import random
 
 import orjson
 import pytest
@@ -22,10 +21,8 @@ from resources.zendesk import (
     Credentials,
     TicketPage,
     TokenBucket,
-    backoff_delay,
     budget_rate,
     decode_ticket_page,
-    parse_retry_after,
 )
 
 
@@ -144,32 +141,6 @@ def test_comment_rows_skip_other_events_and_overlaps():
     assert [(r[0], r[1]) for r in rows] == [(1, 9), (3, 8)]
     assert comment_rows(events, seen) == []  # the overlapping page adds nothing
     assert orjson.loads(rows[0][-1])["ticket_id"] == 9
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("3", 3.0),
-        ("0", 0.0),
-        (" 12 ", 12.0),
-        ("1.5", 1.5),
-        (None, None),
-        ("", None),
-        ("soon", None),
-        ("-4", 0.0),
-    ],
-)
-def test_parse_retry_after(value, expected):
-    assert parse_retry_after(value) == expected
-
-
-@pytest.mark.parametrize("attempt", [0, 1, 2, 3, 10])
-def test_backoff_grows_with_jitter_and_is_capped(attempt):
-    rng = random.Random(attempt)
-    ceiling = min(60.0, 1.0 * 2**attempt)
-    delays = [backoff_delay(attempt, 1.0, 60.0, rng) for _ in range(50)]
-    assert all(ceiling / 2 <= d <= ceiling for d in delays)
-    assert len(set(delays)) > 1  # jitter
 
 
 def test_token_bucket_paces_requests_to_the_rate():

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from sandbox.server import SandboxConfig, build_app, start_in_thread
 from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN, RateLimits, ZendeskSandbox
+from sandbox.zendesk import routes as zendesk_routes
 
 AUTH = {
     "Authorization": "Basic "
@@ -65,7 +66,7 @@ def test_http_control_endpoints_and_provider_contract():
         return [Route("/extra/hello", hello)]
 
     config = SandboxConfig(extra={"zendesk_accounts": {"default": sandbox}})
-    base_url, stop = start_in_thread(build_app(config, ["sandbox.zendesk:routes", extra_routes]))
+    base_url, stop = start_in_thread(build_app(config, [zendesk_routes, extra_routes]))
     try:
         assert httpx.get(f"{base_url}/healthz").json() == {"ok": True}
         changed = httpx.post(

@@ -60,25 +60,33 @@ def test_sync_changes_and_resync_equal_ground_truth(db, make_desk, run_sync):
     assert_matches_truth(db, desk, sandbox)
 
 
+def timeouts(metadata: dict) -> int:
+    return sum(m.get("errors", {}).get("timeout", 0) for m in metadata.values())
+
+
 def test_exact_under_429s_5xx_and_timeouts(db, make_desk, run_sync):
+    # a "timeout" is a request the sandbox stalls for 30 s; the sync's client gives that one
+    # request (and no other) a 0.2 s read timeout (tests/tickets/helpers.py StallAwareTransport)
     sandbox = ZendeskSandbox(
-        seed=12, tickets=5000, comments_per_ticket=4.0, rate_limits=FAST, timeout_delay=1.0
+        seed=12, tickets=5000, comments_per_ticket=4.0, rate_limits=FAST, timeout_delay=30.0
     )
     desk = make_desk(sandbox)
     kinds = ["429", "429_no_retry_after", "500", "503", "timeout"]
     sandbox.inject_faults(kinds, every=3, limit=10)
-    first = materialized_metadata(run_sync(desk, timeout=0.5))
+    first = materialized_metadata(run_sync(desk))
     assert_matches_truth(db, desk, sandbox)
     served = {k: sandbox.responses[k] for k in kinds}
     assert all(served.values()), served  # every kind of fault really happened
     assert first["zendesk_tickets"]["throttled_429s"] + first["zendesk_ticket_comments"][
         "throttled_429s"
     ] >= (served["429"] + served["429_no_retry_after"])
+    assert timeouts(first) == served["timeout"]  # each stalled request timed out, no other
 
     sandbox.apply_changes(new=50, updated=200, deleted=25, comments=300)
     sandbox.inject_faults(kinds, every=1, limit=5)
-    run_sync(desk, timeout=0.5)
+    second = materialized_metadata(run_sync(desk))
     assert sandbox.fault_plan.served == 5
+    assert timeouts(second) == 1
     assert_matches_truth(db, desk, sandbox)
 
 

@@ -7,8 +7,6 @@ from typing import ClassVar
 
 import numpy as np
 
-LABELS = ("negative", "neutral", "positive")
-
 
 class SentimentEngine:
     """Scores texts. `neutral_band`: |score| below it is neutral. A trainable engine also has

@@ -8,10 +8,10 @@ webhook all go through this registry.
 from __future__ import annotations
 
 from assets.feedback.rules import SourceConfigError
-from assets.feedback.sources import discourse, webhook, zendesk
+from assets.feedback.sources import conversations, discourse, webhook, zendesk
 from assets.feedback.sources.base import SourceKind
 
-_MODULES = (discourse, zendesk, webhook)
+_MODULES = (discourse, zendesk, conversations, webhook)
 
 SOURCE_KINDS: dict[str, SourceKind] = {module.KIND.name: module.KIND for module in _MODULES}
 

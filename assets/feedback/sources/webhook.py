@@ -1,9 +1,10 @@
 """Pushed feedback: `POST /webhooks/feedback/{workspace}` with the workspace's bearer token.
 
-A body is one JSON object or an array of them, each `{external_id, text, author, created_at,
-rating?, metadata?}`. The webhook service validates it (400 naming the problem), turns each item
-into a message on queue `feedback`, and answers 2xx once they are enqueued; a drain run upserts
-them. The bearer token is created with the source, shown once, and stored only as a hash.
+A body is one JSON object or an array of them, each a `PushedItem`. The webhook service
+validates it (400 naming the problem), turns each item into a message on queue `feedback` (a
+`FeedbackMessage`, idempotency key `feedback_message_key`), and answers 2xx once they are
+enqueued; a drain run upserts them. The bearer token is created with the source, shown once, and
+stored only as a hash.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import psycopg
+from msgspec import UNSET, Meta, UnsetType
 
 from assets.feedback.rules import (
     FeedbackItem,
@@ -26,57 +29,48 @@ from assets.feedback.rules import (
 )
 from assets.feedback.sources.base import SourceKind
 from assets.feedback.store import issue_webhook_token
+from resources.messages import DedupKey, decode, id_key
 
 MAX_ITEMS_PER_REQUEST = 1000
 MAX_EXTERNAL_ID_CHARS = 200
-ALLOWED_FIELDS = {"external_id", "text", "author", "created_at", "rating", "metadata"}
 MESSAGE_TYPE = "feedback_item"
+
+
+class PushedItem(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One pushed piece of feedback. `author` must be given (null when anonymous); `external_id`
+    may be a number; `text` may be HTML."""
+
+    external_id: str | int
+    text: str
+    created_at: str  # ISO 8601 with a time zone
+    author: str | None | UnsetType = UNSET
+    rating: str | int | float | None = None
+    metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(str(self.external_id).strip()) <= MAX_EXTERNAL_ID_CHARS:
+            raise FeedbackValidationError(
+                f"external_id: must be 1..{MAX_EXTERNAL_ID_CHARS} characters"
+            )
+        if not clean_html(self.text):
+            raise FeedbackValidationError("text: required, a non-empty string")
+        if self.author is UNSET:
+            raise FeedbackValidationError("author: required (null when anonymous)")
+        parse_timestamp(self.created_at, "created_at")
+        if self.rating is not None and len(str(self.rating)) > 32:
+            raise FeedbackValidationError("rating: at most 32 characters")
 
 
 def validate_item(raw: Any, where: str = "item") -> dict[str, Any]:
     """One pushed item checked and normalised; FeedbackValidationError names the bad field."""
-    if not isinstance(raw, dict):
-        raise FeedbackValidationError(f"{where}: expected a JSON object")
-    unknown = sorted(set(raw) - ALLOWED_FIELDS)
-    if unknown:
-        raise FeedbackValidationError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    external_id = raw.get("external_id")
-    if isinstance(external_id, bool) or not isinstance(external_id, str | int):
-        raise FeedbackValidationError(f"{where}.external_id: required, a string or integer")
-    external_id = str(external_id).strip()
-    if not external_id or len(external_id) > MAX_EXTERNAL_ID_CHARS:
-        raise FeedbackValidationError(
-            f"{where}.external_id: must be 1..{MAX_EXTERNAL_ID_CHARS} characters"
-        )
-    text = raw.get("text")
-    if not isinstance(text, str) or not clean_html(text):
-        raise FeedbackValidationError(f"{where}.text: required, a non-empty string")
-    author = raw.get("author")
-    if author is not None and not isinstance(author, str):
-        raise FeedbackValidationError(f"{where}.author: must be a string or null")
-    if "author" not in raw:
-        raise FeedbackValidationError(f"{where}.author: required (null when anonymous)")
-    try:
-        created_at = parse_timestamp(raw.get("created_at"), f"{where}.created_at")
-    except FeedbackValidationError:
-        raise
-    rating = raw.get("rating")
-    if rating is not None:
-        if isinstance(rating, bool) or not isinstance(rating, str | int | float):
-            raise FeedbackValidationError(f"{where}.rating: must be a number or a short string")
-        rating = str(rating)
-        if len(rating) > 32:
-            raise FeedbackValidationError(f"{where}.rating: at most 32 characters")
-    metadata = raw.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise FeedbackValidationError(f"{where}.metadata: must be a JSON object")
+    item = decode(raw, PushedItem, FeedbackValidationError, where=where)
     return {
-        "external_id": external_id,
-        "text": text,
-        "author": author,
-        "created_at": created_at.isoformat(),
-        "rating": rating,
-        "metadata": metadata or {},
+        "external_id": str(item.external_id).strip(),
+        "text": item.text,
+        "author": item.author,
+        "created_at": parse_timestamp(item.created_at).isoformat(),
+        "rating": None if item.rating is None else str(item.rating),
+        "metadata": item.metadata or {},
     }
 
 
@@ -110,19 +104,36 @@ def to_message(source: SourceRef, item: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def item_from_message(body: Mapping[str, Any]) -> FeedbackItem:
+class FeedbackMessage(msgspec.Struct, kw_only=True):
+    """The envelope of a `feedback` queue message (`to_message`); the item's own fields are a
+    `PushedItem`, and other fields (`event_id`, `item_id`) are ignored."""
+
+    type: Literal["feedback_item"]
+    tenant_id: Annotated[str, Meta(min_length=1)]
+    workspace_id: int
+    source_id: int
+
+
+def feedback_message_key(body: Mapping[str, Any]) -> str | None:
+    """Idempotency key of a `feedback` message: its event_id, which covers the item and its
+    content, so an identical re-push is a duplicate while an edited one is applied."""
+    return id_key("event_id", body)
+
+
+# Each queue's idempotency key.
+MESSAGE_KEYS: dict[str, DedupKey | None] = {"feedback": feedback_message_key}
+
+
+def item_from_message(body: Any) -> FeedbackItem:
     """The uniform item of a `feedback` queue message (FeedbackValidationError when malformed)."""
-    if body.get("type") != MESSAGE_TYPE:
-        raise FeedbackValidationError(f"message type {body.get('type')!r} is not {MESSAGE_TYPE}")
-    for key in ("workspace_id", "source_id", "tenant_id"):
-        if body.get(key) in (None, ""):
-            raise FeedbackValidationError(f"message has no {key}")
-    item = validate_item({k: body.get(k) for k in ALLOWED_FIELDS if k in body}, "message")
+    envelope = decode(body, FeedbackMessage, FeedbackValidationError)
+    fields = PushedItem.__struct_fields__
+    item = validate_item({k: v for k, v in body.items() if k in fields}, "message")
     return FeedbackItem(
-        workspace_id=int(body["workspace_id"]),
-        tenant_id=str(body["tenant_id"]),
+        workspace_id=envelope.workspace_id,
+        tenant_id=envelope.tenant_id,
         source="webhook",
-        source_id=int(body["source_id"]),
+        source_id=envelope.source_id,
         external_id=item["external_id"],
         author=item["author"],
         text=clean_html(item["text"]),

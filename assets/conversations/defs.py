@@ -1,0 +1,440 @@
+"""Conversations in Dagster: the `messages` drain (assets `conversation_messages`,
+`conversation_tickets`, `queue_counters`), the `conversation_events` drain, the closure and
+follow-up sweep on a schedule, the counters' check against a recount, and the daily figures
+(`conversation_daily`, daily partitions, backfillable in one run).
+
+The rules are `assets/conversations/rules.py`, the SQL `assets/conversations/store.py`; the sensors
+that launch the drains are `sensors/conversations.py`.
+"""
+
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+
+from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES
+from assets.conversations.store import (
+    Engines,
+    MessageTally,
+    compute_conversation_daily,
+    counter_mismatches,
+    event_batch_applier,
+    message_batch_applier,
+    recount_counters,
+    sweep,
+)
+from resources.alerts import AlertsResource
+from resources.queues import QueueResource, drain
+from resources.settings import Settings
+from resources.warehouse import WarehouseResource
+
+OWNERS = ["team:data-eng"]
+GROUP = "conversations"
+MESSAGES_DRAIN_JOB = "conversation_messages_drain"
+EVENTS_DRAIN_JOB = "conversation_events_drain"
+CLOSURE_JOB = "conversation_closure"
+
+
+class ConversationSettings(dg.ConfigurableResource):
+    """The closure period (SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES); tenants may override it."""
+
+    close_after_minutes: int = DEFAULT_CLOSE_AFTER_MINUTES
+
+
+class DrainConfig(dg.Config):
+    batch_size: int = 2000
+    max_seconds: float = 600.0
+    visibility_timeout: float = 300.0
+    retry_base_seconds: float = 10.0
+
+
+def _alert_fn(alerts: AlertsResource):
+    return lambda source, summary, details: alerts.raise_alert(source, summary, details)
+
+
+def _drain(
+    queues: QueueResource,
+    queue: str,
+    apply_batch,
+    alerts: AlertsResource,
+    config: DrainConfig,
+):
+    # The queue's global dedup ledger keys on the bare message_id / event_id, which two tenants
+    # may share: every message is applied, and the database's unique keys per tenant make a
+    # repeat change nothing.
+    return drain(
+        queues,
+        queue,
+        apply_batch,
+        raise_alert=_alert_fn(alerts),
+        batch_size=config.batch_size,
+        visibility_timeout=config.visibility_timeout,
+        retry_base_seconds=config.retry_base_seconds,
+        max_seconds=config.max_seconds,
+        skip_previously_acked=False,
+    )
+
+
+COUNTER_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("tenant_id", "text", description="the work queue's tenant"),
+        dg.TableColumn("queue_id", "bigint", description="control.work_queues.queue_id"),
+        dg.TableColumn("state", "text", description="created|working|pending|followup|solved"),
+        dg.TableColumn("ticket_count", "bigint", description="tickets in the queue in that state"),
+    ]
+)
+DAILY_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("day", "date", description="UTC day (the partition)"),
+        dg.TableColumn("tenant_id", "text"),
+        dg.TableColumn("origin_id", "bigint", description="control.origins.origin_id"),
+        dg.TableColumn("origin_name", "text"),
+        dg.TableColumn(
+            "channel", "text", description="facebook|instagram|x|whatsapp|linkedin|mail"
+        ),
+        dg.TableColumn("new_tickets", "integer", description="tickets created that day"),
+        dg.TableColumn("customer_messages", "integer", description="visible customer messages"),
+        dg.TableColumn("agent_replies", "integer", description="agent replies and AI messages"),
+        dg.TableColumn(
+            "first_response_p50_seconds", "double precision", description="median first response"
+        ),
+        dg.TableColumn(
+            "first_response_p90_seconds", "double precision", description="90th percentile"
+        ),
+        dg.TableColumn("solved", "integer", description="tickets moved to solved that day"),
+        dg.TableColumn("closed", "integer", description="tickets closed that day"),
+        dg.TableColumn("reopened", "integer", description="solved or pending tickets reopened"),
+        dg.TableColumn("computed_at", "timestamptz", description="when the row was written"),
+    ]
+)
+MESSAGE_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("tenant_id", "text"),
+        dg.TableColumn("message_id", "text", description="the channel's id, unique per tenant"),
+        dg.TableColumn("ticket_id", "bigint", description="null while shadowed"),
+        dg.TableColumn("thread_id", "bigint"),
+        dg.TableColumn("kind", "text", description="customer | agent_reply | private_note | ..."),
+        dg.TableColumn("text", "text", description="full-text indexed (column search)"),
+        dg.TableColumn("sent_at", "timestamptz"),
+        dg.TableColumn("deleted", "boolean"),
+        dg.TableColumn("hidden", "boolean"),
+        dg.TableColumn("shadowed", "boolean", description="its origin was disabled"),
+    ]
+)
+TICKET_COLUMNS = dg.TableSchema(
+    columns=[
+        dg.TableColumn("ticket_id", "bigint"),
+        dg.TableColumn("tenant_id", "text"),
+        dg.TableColumn("sequence", "bigint", description="unique and increasing per tenant"),
+        dg.TableColumn("thread_id", "bigint", description="the (origin, author) thread"),
+        dg.TableColumn(
+            "state", "text", description="created working pending followup solved closed"
+        ),
+        dg.TableColumn("priority", "text", description="low normal high urgent"),
+        dg.TableColumn("visible_message_count", "integer"),
+        dg.TableColumn("star_rating", "smallint"),
+        dg.TableColumn("sentiment_label", "text"),
+        dg.TableColumn("first_response_at", "timestamptz"),
+        dg.TableColumn("state_changed_at", "timestamptz"),
+    ]
+)
+
+
+@dg.multi_asset(
+    name="drain_messages",
+    specs=[
+        dg.AssetSpec(
+            "conversation_messages",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"postgres"},
+            description="raw.conversation_messages and raw.conversation_threads: every channel "
+            "message once per (tenant, message_id), in its (origin, author) thread.",
+            metadata={
+                "dagster/column_schema": MESSAGE_COLUMNS,
+                "dagster/table_name": "raw.conversation_messages",
+            },
+        ),
+        dg.AssetSpec(
+            "conversation_tickets",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"postgres"},
+            deps=["conversation_messages"],
+            description="raw.conversation_tickets with their state log (raw.ticket_state_changes) "
+            "and work-queue membership (raw.work_queue_members).",
+            metadata={
+                "dagster/column_schema": TICKET_COLUMNS,
+                "dagster/table_name": "raw.conversation_tickets",
+            },
+        ),
+        dg.AssetSpec(
+            "queue_counters",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"postgres"},
+            deps=["conversation_tickets"],
+            description="analytics.queue_counters: tickets per work queue and state, moved in the "
+            "transaction that moves a ticket (exact at every commit).",
+            metadata={
+                "dagster/table_name": "analytics.queue_counters",
+                "dagster/column_schema": COUNTER_COLUMNS,
+            },
+        ),
+    ],
+    can_subset=False,
+    description="Drain queue `messages`: origins, threads, tickets (state machine), messages, "
+    "work-queue membership and counters, one transaction per batch.",
+)
+def conversation_messages_drain(
+    context: dg.AssetExecutionContext,
+    config: DrainConfig,
+    warehouse: WarehouseResource,
+    queues: QueueResource,
+    alerts: AlertsResource,
+    conversation_settings: ConversationSettings,
+):
+    tally = MessageTally()
+    apply_batch = message_batch_applier(
+        warehouse.connection,
+        tally,
+        engines=Engines.default(),
+        default_close_after=conversation_settings.close_after_minutes,
+    )
+    report = _drain(queues, "messages", apply_batch, alerts, config)
+    context.log.info("drained messages: %s, %s", report, tally)
+    yield dg.MaterializeResult(
+        asset_key="conversation_messages",
+        metadata={
+            **report.as_metadata(),
+            "stored": tally.stored,
+            "shadowed": tally.shadowed,
+            "already_stored": tally.duplicates,
+            "flags_applied": tally.flags_applied,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="conversation_tickets",
+        metadata={
+            "tickets_created": tally.tickets_created,
+            "state_changes": tally.state_changes,
+        },
+    )
+    yield dg.MaterializeResult(asset_key="queue_counters", metadata=_counter_totals(warehouse))
+
+
+def _counter_totals(warehouse: WarehouseResource) -> dict[str, int]:
+    with warehouse.connection() as conn:
+        rows = conn.execute(
+            "select state, sum(ticket_count)::bigint from analytics.queue_counters group by state"
+        ).fetchall()
+    return {f"memberships_{state}": int(total) for state, total in sorted(rows)}
+
+
+@dg.asset_check(
+    asset="queue_counters",
+    name="counters_equal_recount",
+    description="Every counter equals a recount of raw.work_queue_members.",
+)
+def counters_equal_recount(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        mismatches = counter_mismatches(conn)
+        recounted = sum(recount_counters(conn).values())
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        metadata={
+            "mismatches": len(mismatches),
+            "first_mismatches": dg.MetadataValue.json(mismatches[:20]),
+            "memberships": recounted,
+        },
+    )
+
+
+conversation_messages_drain_job = dg.define_asset_job(
+    MESSAGES_DRAIN_JOB,
+    selection=dg.AssetSelection.assets(conversation_messages_drain),
+    description="Drain queue messages into conversations (launched by the queue sensor).",
+)
+
+
+def _ticket_materializations(context: dg.OpExecutionContext, description: str, metadata) -> None:
+    for key in ("conversation_tickets", "queue_counters"):
+        context.log_event(
+            dg.AssetMaterialization(asset_key=key, description=description, metadata=metadata)
+        )
+
+
+@dg.op(description="Drain queue conversation_events: agents' and rules' actions on tickets.")
+def drain_conversation_events(
+    context: dg.OpExecutionContext,
+    config: DrainConfig,
+    warehouse: WarehouseResource,
+    queues: QueueResource,
+    alerts: AlertsResource,
+    conversation_settings: ConversationSettings,
+) -> None:
+    tally = MessageTally()
+    apply_batch = event_batch_applier(
+        warehouse.connection,
+        tally,
+        engines=Engines.default(),
+        default_close_after=conversation_settings.close_after_minutes,
+    )
+    report = _drain(queues, "conversation_events", apply_batch, alerts, config)
+    context.log.info("drained conversation events: %s, %s", report, tally)
+    if report.applied:
+        _ticket_materializations(
+            context,
+            "conversation events applied",
+            {
+                **report.as_metadata(),
+                "events_applied": tally.events_applied,
+                "events_without_effect": tally.events_without_effect,
+                "state_changes": tally.state_changes,
+            },
+        )
+
+
+@dg.job(
+    name=EVENTS_DRAIN_JOB,
+    description="Apply queued conversation events (launched by the queue sensor).",
+)
+def conversation_events_drain_job() -> None:
+    drain_conversation_events()
+
+
+class ClosureConfig(dg.Config):
+    """`now`: the moment to sweep at, ISO 8601 with offset; empty means the current time."""
+
+    now: str = ""
+
+
+@dg.op(description="Close solved/pending tickets past their closure period; wake due follow-ups.")
+def close_due_conversations(
+    context: dg.OpExecutionContext,
+    config: ClosureConfig,
+    warehouse: WarehouseResource,
+    conversation_settings: ConversationSettings,
+) -> None:
+    now = datetime.fromisoformat(config.now) if config.now else datetime.now(UTC)
+    if now.tzinfo is None:
+        raise dg.Failure(f"now must carry a UTC offset, got {config.now!r}")
+    with warehouse.connection() as conn:
+        result = sweep(conn, now, conversation_settings.close_after_minutes)
+    context.log.info(
+        "sweep at %s: %d closed, %d follow-ups due", now, result.closed, result.followed_up
+    )
+    if result.closed or result.followed_up:
+        _ticket_materializations(
+            context,
+            "closure and follow-up schedule",
+            {"closed": result.closed, "followups_due": result.followed_up, "at": now.isoformat()},
+        )
+
+
+@dg.job(
+    name=CLOSURE_JOB,
+    description="Apply the closure and follow-up schedule to conversation tickets.",
+    tags={"supportflow/conversations": "sweep"},
+)
+def conversation_closure_job() -> None:
+    close_due_conversations()
+
+
+# Every two minutes: a ticket changes within 2 minutes (plus a run's start-up) of becoming due.
+# The drains apply an overdue transition themselves before anything newer, so a late sweep
+# changes when a closure becomes visible, never what it is.
+conversation_closure_schedule = dg.ScheduleDefinition(
+    name="conversation_closure_every_2_minutes",
+    job=conversation_closure_job,
+    cron_schedule="*/2 * * * *",
+    execution_timezone="UTC",
+    description="Close tickets whose closure period passed and wake due follow-ups.",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+# --- daily figures -------------------------------------------------------------------------------
+
+# Fixed, so partition keys (and their history in the UI) stay stable.
+CONVERSATION_DAILY_START = "2026-11-01"
+conversation_daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=CONVERSATION_DAILY_START, timezone="UTC"
+)
+
+
+def _days(context: dg.AssetExecutionContext) -> list[date]:
+    window = context.partition_time_window
+    first, last = window.start.date(), window.end.date()
+    return [first + timedelta(days=n) for n in range((last - first).days)]
+
+
+@dg.asset(
+    name="conversation_daily",
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"postgres"},
+    deps=["conversation_messages", "conversation_tickets"],
+    partitions_def=conversation_daily_partitions,
+    # A day is a few aggregate queries: a backfill of any length runs as one run.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    description="analytics.conversation_daily per UTC day, tenant and origin: new tickets, "
+    "customer messages, agent replies, first-response p50/p90, solved, closed, reopened.",
+    metadata={
+        "dagster/table_name": "analytics.conversation_daily",
+        "dagster/column_schema": DAILY_COLUMNS,
+    },
+)
+def conversation_daily(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    rows: dict[str, int] = {}
+    for day in _days(context):
+        with warehouse.connection() as conn:
+            rows[day.isoformat()] = compute_conversation_daily(conn, day)
+        context.log.info("conversation_daily %s: %d rows", day, rows[day.isoformat()])
+    return dg.MaterializeResult(
+        metadata={"rows": sum(rows.values()), "rows_per_day": dg.MetadataValue.json(rows)}
+    )
+
+
+conversation_daily_job = dg.define_asset_job(
+    "conversation_daily_job",
+    selection=[conversation_daily],
+    partitions_def=conversation_daily_partitions,
+    description="Compute one day's conversation figures per tenant and origin.",
+)
+# 00:30 UTC, for yesterday: half an hour for yesterday's late messages to arrive.
+conversation_daily_schedule = dg.build_schedule_from_partitioned_job(
+    conversation_daily_job,
+    name="conversation_daily_schedule",
+    description="Compute yesterday's conversation figures at 00:30 UTC.",
+    hour_of_day=0,
+    minute_of_hour=30,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    """The conversations definitions, with the closure period from the settings."""
+    minutes = (
+        settings.for_dagster(
+            "SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", settings.ticket_close_after_minutes
+        )
+        if settings is not None
+        else DEFAULT_CLOSE_AFTER_MINUTES
+    )
+    return dg.Definitions(
+        assets=[conversation_messages_drain, conversation_daily],
+        asset_checks=[counters_equal_recount],
+        jobs=[
+            conversation_messages_drain_job,
+            conversation_events_drain_job,
+            conversation_closure_job,
+            conversation_daily_job,
+        ],
+        schedules=[conversation_closure_schedule, conversation_daily_schedule],
+        resources={"conversation_settings": ConversationSettings(close_after_minutes=minutes)},
+    )
+
+
+defs = build_defs()

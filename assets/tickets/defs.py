@@ -338,6 +338,14 @@ def desks_synced_recently(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     )
 
 
+# Every run of a desk carries its desk tag, however it was launched (sensor, UI, backfill): the
+# run coordinator's per-desk tag limit then holds for all of them.
+DESK_RUN_CONFIG = dg.PartitionedConfig(
+    partitions_def=DESK_PARTITIONS,
+    run_config_for_partition_key_fn=lambda desk: {},
+    tags_for_partition_key_fn=lambda desk: {DESK_TAG: desk},
+)
+
 zendesk_desk_sync = dg.define_asset_job(
     DESK_SYNC_JOB,
     # the all-desks freshness check runs on its own schedule, not inside one desk's sync
@@ -345,13 +353,7 @@ zendesk_desk_sync = dg.define_asset_job(
         "zendesk_tickets", "zendesk_users", "zendesk_ticket_comments"
     )
     - dg.AssetSelection.checks(desks_synced_recently),
-    # Every run of a desk carries its desk tag, however it was launched (sensor, UI, backfill):
-    # the run coordinator's per-desk tag limit then holds for all of them.
-    config=dg.PartitionedConfig(
-        partitions_def=DESK_PARTITIONS,
-        run_config_for_partition_key_fn=lambda desk: {},
-        tags_for_partition_key_fn=lambda desk: {DESK_TAG: desk},
-    ),
+    config=DESK_RUN_CONFIG,
     description="Sync one desk: tickets, users and comments.",
 )
 

@@ -2,13 +2,16 @@
 until the test releases it, so the test (not a sleep) decides when each run ends, and runs that
 overlap show it in their start and end times.
 
-The op marks `<hold dir>/<run id>.started` and waits for `<hold dir>/<run id>.release`; the
-hold directory comes in the run's tags."""
+Runs are launched for a desk partition, as the UI launches them: their desk tag comes from the
+desk sync's own partitioned config, not from the test. The op marks `<hold dir>/<run id>.started`
+and waits for `<hold dir>/<run id>.release`; the hold directory comes in the run's tags."""
 
 import time
 from pathlib import Path
 
 import dagster as dg
+
+from assets.tickets.defs import DESK_RUN_CONFIG
 
 HOLD_DIR_TAG = "supportflow-test/hold-dir"
 
@@ -26,8 +29,10 @@ def hold_the_desk(context: dg.OpExecutionContext) -> None:
         time.sleep(0.05)
 
 
-# in process: one Python start-up per run, not one more per step
-@dg.job(executor_def=dg.in_process_executor)
+# in process: one Python start-up per run, not one more per step; partitioned by desk with the
+# real desk sync's partitioned config, so a run launched for a partition (as the UI launches
+# one) gets its desk tag the same way
+@dg.job(executor_def=dg.in_process_executor, config=DESK_RUN_CONFIG)
 def desk_sync_stand_in():
     hold_the_desk()
 

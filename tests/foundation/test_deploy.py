@@ -133,11 +133,14 @@ def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
         remote_job = repository.get_full_job(job.name)
         runs = {}
         for name, desk in (("a1", "desk-a"), ("a2", "desk-a"), ("b1", "desk-b")):
+            # what the UI's launchpad does for a partition: the partition's tags, from the job
+            partition_tags = job.get_tags_for_partition_key(desk, selected_asset_keys=None)
+            assert partition_tags[DESK_TAG] == desk
             run = instance.create_run_for_job(
                 job_def=job,
                 remote_job_origin=remote_job.get_remote_origin(),
                 job_code_origin=remote_job.get_python_origin(),
-                tags={DESK_TAG: desk, hold_tag: str(tmp_path)},
+                tags={**partition_tags, hold_tag: str(tmp_path)},
             )
             instance.submit_run(run.run_id, request)
             runs[name] = run.run_id

@@ -71,3 +71,22 @@ def pytest_sessionfinish(session, exitstatus):
         stop_embedded_server(_HOME)
     finally:
         shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's server (S3, SNS, SQS) on a free loopback port, for AWS-mode tests with small data
+    (moto's SQS slows down as a queue grows: never a benchmark)."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

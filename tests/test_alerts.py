@@ -4,7 +4,6 @@ back what a dead-lettering raised, and a warehouse that is down does not stop th
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import uuid
 
@@ -13,21 +12,6 @@ import pytest
 from resources.alerts import AlertsResource
 from resources.queues import BatchOutcome, drain
 from resources.warehouse import WarehouseResource
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    """moto's server (SNS and SQS) on a free loopback port."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ idempotent insert), `assets/activities/store.py` (partitions, retention, deletes
 appliers) and `assets/activities/export.py` (streaming export).
 """
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 from pydantic import Field
@@ -24,6 +24,7 @@ from assets.activities.store import (
     utc_today,
 )
 from resources.alerts import AlertsResource
+from resources.partitions import window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.storage import ExportStorage
@@ -240,12 +241,6 @@ activity_export_partitions = dg.DailyPartitionsDefinition(
 )
 
 
-def _days(context: dg.AssetExecutionContext) -> list[date]:
-    window = context.partition_time_window
-    first, last = window.start.date(), window.end.date()
-    return [first + timedelta(days=n) for n in range((last - first).days)]
-
-
 @dg.asset(
     name="activity_export",
     group_name="activities",
@@ -274,7 +269,7 @@ def activity_export(
 ) -> dg.MaterializeResult:
     per_day: dict[str, dict] = {}
     total = 0
-    for day in _days(context):
+    for day in window_days(context):
         with warehouse.connection() as conn:
             exports = export_day(conn, export_storage, day)
         rows = sum(e.rows for e in exports)

@@ -7,7 +7,7 @@ The rules are `assets/conversations/rules.py`, the SQL `assets/conversations/sto
 that launch the drains are `sensors/conversations.py`.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -23,6 +23,7 @@ from assets.conversations.store import (
     sweep,
 )
 from resources.alerts import AlertsResource
+from resources.partitions import window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -362,12 +363,6 @@ conversation_daily_partitions = dg.DailyPartitionsDefinition(
 )
 
 
-def _days(context: dg.AssetExecutionContext) -> list[date]:
-    window = context.partition_time_window
-    first, last = window.start.date(), window.end.date()
-    return [first + timedelta(days=n) for n in range((last - first).days)]
-
-
 @dg.asset(
     name="conversation_daily",
     group_name=GROUP,
@@ -388,7 +383,7 @@ def conversation_daily(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     rows: dict[str, int] = {}
-    for day in _days(context):
+    for day in window_days(context):
         with warehouse.connection() as conn:
             rows[day.isoformat()] = compute_conversation_daily(conn, day)
         context.log.info("conversation_daily %s: %d rows", day, rows[day.isoformat()])

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -24,20 +22,6 @@ from resources.alerts import AlertsResource
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
 from tests.activities.helpers import make_event
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -524,7 +524,15 @@ def drain(
             outcome = apply_batch(fresh) if fresh else BatchOutcome()
         except Exception as exc:  # the batch's effect was rolled back: all of it comes again
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("queue %s: batch of %d failed, will retry: %s", queue, len(fresh), error)
+            # The full error stays with the messages (their retry and dead-letter reason); the log
+            # gets its kind only: a database error's text can quote the batch's values.
+            log.warning(
+                "queue %s: batch of %d failed, will retry: %s%s",
+                queue,
+                len(fresh),
+                type(exc).__name__,
+                f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else "",
+            )
             outcome = BatchOutcome(failed={m.receipt: error for m in fresh})
         outcome = outcome or BatchOutcome()
         to_ack = list(duplicates)

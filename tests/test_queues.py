@@ -477,3 +477,24 @@ def test_one_message_size_limit_for_both_backends_at_send(queues):
         queues.send("activities", [{"activity_id": "nul", "x": "\x00"}])
     assert queues.depth("activities") == 0  # checked before anything is sent
     assert queues.send("activities", [fits]) == 1
+
+
+def test_a_failed_batch_logs_its_kind_not_its_values(pg_queues, db, caplog):
+    """The error's text (which can quote personal data) goes with the message, not to the log."""
+    import logging
+
+    from resources.queues import drain
+
+    pg_queues.send("activities", [{"activity_id": "log-1", "email": "jane@example.org"}])
+
+    def failing(messages):
+        raise ValueError("cannot store jane@example.org")
+
+    with caplog.at_level(logging.WARNING, logger="resources.queues"):
+        report = drain(pg_queues, "activities", failing, retry_base_seconds=60)
+    assert report.retried == 1
+    assert "ValueError" in caplog.text and "jane@example.org" not in caplog.text
+    (last_error,) = db.execute(
+        "select last_error from control.queue_messages where queue = 'activities'"
+    ).fetchone()
+    assert last_error == "ValueError: cannot store jane@example.org"  # kept for the operator

@@ -166,3 +166,31 @@ def test_resync_converges_to_what_zendesk_holds(
     assert_matches_truth(db, desk, sandbox)
     run_sync(desk)  # and stays there
     assert_matches_truth(db, desk, sandbox)
+
+
+def test_a_run_queued_before_the_rotation_uses_the_new_token(db, make_desk, monkeypatch, capsys):
+    """A desk sync run is created (queued) for the desk's partition as the UI creates one; the
+    token is rotated; the run then starts, from the code location itself, and succeeds."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.execution.api import execute_run
+
+    sandbox = ZendeskSandbox(seed=157, tickets=15, comments_per_ticket=2.0, rate_limits=FAST_LIMITS)
+    desk = make_desk(sandbox, token="an-old-revoked-token")
+    recon = ReconstructableRepository.for_module(
+        "orchestration.definitions", "defs"
+    ).get_reconstructable_job(zendesk_desk_sync.name)
+    job = recon.get_definition()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("desks", [desk.name])
+        queued = instance.create_run_for_job(
+            job_def=job, tags=job.get_tags_for_partition_key(desk.name, selected_asset_keys=None)
+        )
+        assert queued.tags[DESK_TAG] == desk.name
+        assert "an-old-revoked-token" not in str(queued.run_config) + str(queued.tags)
+
+        monkeypatch.setenv("ROTATED_ZD_TOKEN_2", SANDBOX_TOKEN)
+        assert main(["desks", "update", desk.name, "--token-env", "ROTATED_ZD_TOKEN_2"]) == 0
+        result = execute_run(recon, instance.get_run_by_id(queued.run_id), instance)
+        assert result.success
+    assert get_desk(db, desk.name).last_sync_error is None
+    assert_matches_truth(db, desk, sandbox)

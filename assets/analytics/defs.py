@@ -9,10 +9,12 @@ The definitions are built from the manifest `assets/analytics/project.py` has da
 prepare (see there).
 """
 
+import json
 import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field
 
 from assets.analytics.project import dbt_project
 from resources.settings import set_process_environ
@@ -87,6 +90,32 @@ dbt_translator = SupportflowDbtTranslator(
 )
 
 
+class AnalyticsBuildConfig(dg.Config):
+    """Run config of a dbt build: the moment "now" means for the time-windowed marts."""
+
+    as_of: str | None = Field(
+        default=None,
+        description=(
+            "ISO 8601 timestamp with a UTC offset (e.g. 2026-11-29T12:00:00+00:00) that time "
+            "windows such as template_delivery_7d's 'last 7 days plus today' end at; "
+            "empty: the build's own time"
+        ),
+    )
+
+
+def dbt_vars(config: AnalyticsBuildConfig) -> list[str]:
+    """`--vars` for dbt from the run config (none when the build uses its own time)."""
+    if not config.as_of:
+        return []
+    try:
+        moment = datetime.fromisoformat(config.as_of)
+    except ValueError:
+        raise dg.Failure(f"as_of: not an ISO 8601 timestamp: {config.as_of!r}") from None
+    if moment.tzinfo is None:
+        raise dg.Failure(f"as_of: needs a UTC offset (e.g. +00:00): {config.as_of!r}")
+    return ["--vars", json.dumps({"as_of": moment.isoformat()})]
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -94,11 +123,14 @@ dbt_translator = SupportflowDbtTranslator(
     name="analytics_dbt_models",
 )
 def analytics_dbt_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: AnalyticsBuildConfig,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
 ) -> Iterator[Any]:
     """`dbt build` of the selected models: run them, then their tests (reported as asset checks)."""
     set_process_environ(dbt_env(warehouse.url))
-    invocation = dbt.cli(["build"], context=context)
+    invocation = dbt.cli(["build", *dbt_vars(config)], context=context)
     yield from invocation.stream()
     keep_partial_parse(Path(invocation.target_path), dbt_project)
 

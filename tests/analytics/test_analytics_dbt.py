@@ -16,10 +16,12 @@ import dagster as dg
 import pytest
 
 from assets.analytics.defs import (
+    AnalyticsBuildConfig,
     analytics_dbt_models,
     dbt_env,
     dbt_project,
     dbt_resource,
+    dbt_vars,
 )
 
 RAW_ASSET_KEYS = [
@@ -66,6 +68,23 @@ def test_dbt_env_from_warehouse_url(url, expected):
 def test_dbt_env_refuses_several_hosts():
     with pytest.raises(ValueError, match="single warehouse host"):
         dbt_env("postgresql://u@a,b/db")
+
+
+def test_a_build_passes_its_as_of_moment_to_dbt_and_none_without_one():
+    assert dbt_vars(AnalyticsBuildConfig()) == []
+    assert dbt_vars(AnalyticsBuildConfig(as_of="2026-11-29T23:59:59+01:00")) == [
+        "--vars",
+        '{"as_of": "2026-11-29T23:59:59+01:00"}',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("as_of", "reason"),
+    [("yesterday", "not an ISO 8601 timestamp"), ("2026-11-29T12:00:00", "needs a UTC offset")],
+)
+def test_a_bad_as_of_fails_the_build_naming_the_field(as_of, reason):
+    with pytest.raises(dg.Failure, match=f"as_of: {reason}"):
+        dbt_vars(AnalyticsBuildConfig(as_of=as_of))
 
 
 def test_sources_point_at_the_raw_table_assets():
@@ -278,7 +297,7 @@ def _insert_rows(db, tenant: str) -> dict:
                 score,
             ),
         )
-    return {"desk_id": desk_id, "today": today.date(), "yesterday": yesterday.date()}
+    return {"desk_id": desk_id, "now": now, "today": today.date(), "yesterday": yesterday.date()}
 
 
 @pytest.fixture(scope="module")
@@ -291,9 +310,14 @@ def built(db_url, resources):
     with psycopg.connect(db_url, autocommit=True) as db:
         facts = _insert_rows(db, tenant)
         _insert_rows(db, other)
+    # "now" for the 7-day window is the moment the rows were written around, not the build's
+    # clock: a build that starts after midnight must not move the window under the test
     result = dg.materialize(
         [analytics_dbt_models],
         resources={"dbt": dbt_resource(), "warehouse": resources["warehouse"]},
+        run_config={
+            "ops": {"analytics_dbt_models": {"config": {"as_of": facts["now"].isoformat()}}}
+        },
         raise_on_error=False,
     )
     facts["other_tenant"] = other
@@ -408,6 +432,41 @@ def test_template_delivery_7d_counts_the_last_7_days_plus_today(built, db):
         # 3 today + 1 archived 5 days ago; the one of 10 days ago is outside the window
         ("welcome", 4, 3, 0, 1, 0, 0.75),
     ]
+
+
+def _build_delivery_window(resources, as_of: datetime) -> bool:
+    return dg.materialize(
+        [analytics_dbt_models],
+        selection=[dg.AssetKey(["analytics", "template_delivery_7d"])],
+        resources={"dbt": dbt_resource(), "warehouse": resources["warehouse"]},
+        run_config={"ops": {"analytics_dbt_models": {"config": {"as_of": as_of.isoformat()}}}},
+    ).success
+
+
+def test_template_delivery_7d_ends_its_window_at_the_builds_as_of_moment(built, db, resources):
+    """Built as of yesterday's rows: today's notifications are after "now", and the window
+    starts a day earlier (both edge rows in, the one of 10 days ago still out)."""
+    tenant, facts, _ = built
+    yesterday_noon = datetime.combine(facts["yesterday"], datetime.min.time(), UTC) + timedelta(
+        hours=12
+    )
+    try:
+        assert _build_delivery_window(
+            resources, max(yesterday_noon, facts["now"] - timedelta(days=1))
+        )
+        rows = _rows(
+            db,
+            "select template_id, sent, delivered, temporary_failures, in_flight"
+            " from analytics.template_delivery_7d where tenant_id = %s order by template_id",
+            tenant,
+        )
+        assert [tuple(r.values()) for r in rows] == [
+            ("edge", 2, 2, 0, 0),
+            ("reply", 1, 0, 1, 0),
+            ("welcome", 1, 1, 0, 0),  # the archived one of 5 days ago
+        ]
+    finally:
+        assert _build_delivery_window(resources, facts["now"])
 
 
 def test_fct_notifications(built, db):

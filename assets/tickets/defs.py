@@ -59,6 +59,7 @@ TICKET_SCHEMA = _columns(
     ("solved_at", "timestamptz"),
     ("is_deleted", "boolean"),
     ("raw_data", "jsonb"),
+    ("change_seq", "bigint"),
 )
 USER_SCHEMA = _columns(
     ("desk_id", "bigint"),
@@ -80,6 +81,7 @@ COMMENT_SCHEMA = _columns(
     ("body", "text"),
     ("created_at", "timestamptz"),
     ("raw_data", "jsonb"),
+    ("change_seq", "bigint"),
 )
 
 

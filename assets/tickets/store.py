@@ -76,7 +76,8 @@ on conflict (desk_id, ticket_id) do update set
     updated_at = excluded.updated_at, generated_at = excluded.generated_at,
     solved_at = excluded.solved_at, is_deleted = excluded.is_deleted,
     raw_data = excluded.raw_data,
-    metric_set = coalesce(excluded.metric_set, t.metric_set), synced_at = now()
+    metric_set = coalesce(excluded.metric_set, t.metric_set), synced_at = now(),
+    change_seq = excluded.change_seq
 where (t.generated_at, coalesce(t.updated_at, '-infinity'))
    <= (excluded.generated_at, coalesce(excluded.updated_at, '-infinity'))
 returning (xmax = 0) as inserted, is_deleted
@@ -114,6 +115,33 @@ select %(desk_id)s::bigint, %(tenant_id)s::text, comment_id, ticket_id, author_i
 from zendesk_comments_stage
 on conflict (desk_id, comment_id) do nothing
 """
+
+
+def committed_changes_bound(conn: psycopg.Connection, wait_seconds: float = 5.0) -> int | None:
+    """The `raw.zendesk_change_seq` number at or below which every change to the tickets and
+    comments tables is committed (None when writers held the tables longer than `wait_seconds`).
+
+    A SHARE lock waits for the transactions writing either table to end and keeps new ones out
+    for an instant, so a number a late-committing page took can never be skipped by a reader
+    that keeps a cursor on `change_seq`. Call it on a connection of its own: the lock is held
+    until that connection's transaction ends.
+    """
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("set local lock_timeout = {}").format(
+                    sql.Literal(f"{int(wait_seconds * 1000)}ms")
+                )
+            )
+            conn.execute(
+                "lock table raw.zendesk_tickets, raw.zendesk_ticket_comments in share mode"
+            )
+            last_value, is_called = conn.execute(
+                "select last_value, is_called from raw.zendesk_change_seq"
+            ).fetchone()
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected):
+        return None
+    return int(last_value) if is_called else 0
 
 
 class CursorMoved(RuntimeError):

@@ -136,15 +136,33 @@ def queue_send(queue_name: str, file: Path) -> None:
     click.echo(f"sent {sent} message(s) to {queue_name}")
 
 
+def _routed_pods(url: str) -> set[str]:
+    from assets.email.store import routed_pods
+    from resources.warehouse import get_pool
+
+    with get_pool(url).connection() as conn:
+        return routed_pods(conn)
+
+
 @queue.command("stats")
 def queue_stats() -> None:
-    """Depth, in flight, delayed and dead-lettered messages per queue."""
+    """Depth, in flight, delayed and dead-lettered messages per queue, pod queues included."""
+    from resources.queues import QueueStats
     from resources.runtime import make_queues, warehouse_url
 
     settings = load_settings()
-    if settings.queue_backend == "postgres":
-        warehouse_url(settings)
+    url = warehouse_url(settings) if settings.queue_backend == "postgres" else None
     rows = make_queues(settings).stats()
+    # pod queues exist before their first message: this deployment's, the default pod's and
+    # every pod a tenant is routed to (SQS lists the ones created; PostgreSQL only holds rows)
+    pods = {settings.pod, settings.email_default_pod} | _routed_pods(url or warehouse_url(settings))
+    listed = {row.queue for row in rows}
+    rows += [
+        QueueStats(f"email_events.{pod}", 0, 0, 0, 0)
+        for pod in pods
+        if f"email_events.{pod}" not in listed
+    ]
+    rows.sort(key=lambda row: row.queue)
     click.echo(f"{'queue':<28}{'visible':>10}{'in flight':>11}{'delayed':>10}{'dead':>8}")
     for row in rows:
         click.echo(

@@ -81,3 +81,60 @@ def test_unknown_command_and_bad_backend_are_one_line_errors():
     bad = run_cli("queue", "stats", env={"SUPPORTFLOW_QUEUE_BACKEND": "kafka"})
     assert bad.returncode == 2
     assert "SUPPORTFLOW_QUEUE_BACKEND" in bad.stderr
+
+
+def test_queue_stats_lists_pod_queues_before_their_first_message(pg_queues, db):
+    tenant = "pod-stats-tenant"
+    db.execute(
+        "insert into control.email_tenant_pods (tenant_id, pod) values (%s, 'eu-2')"
+        " on conflict (tenant_id) do update set pod = excluded.pod",
+        (tenant,),
+    )
+    try:
+        stats = run_cli("queue", "stats", env={"SUPPORTFLOW_POD": "us-1"})
+    finally:
+        db.execute("delete from control.email_tenant_pods where tenant_id = %s", (tenant,))
+    assert stats.returncode == 0, stats.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in stats.stdout.splitlines()[1:]}
+    # the default pod's, this deployment's and a routed tenant's, all empty
+    for queue in ("email_events.default", "email_events.us-1", "email_events.eu-2"):
+        assert rows[queue] == ["0", "0", "0", "0"]
+    assert list(rows) == sorted(rows) and "messages" in rows
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("stats", "templates", "nosuchtenant"),
+        ("activities", "nosuchtenant", "42"),
+        ("conversations", "show", "nosuchtenant", "1"),
+        ("conversations", "counters", "nosuchtenant"),
+        ("conversations", "search", "nosuchtenant", "refund"),
+    ],
+)
+def test_an_unknown_tenant_is_one_line_and_exit_2(db_url, args):
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "supportflow: error: TENANT: unknown tenant 'nosuchtenant' (no desk, workspace, origin,"
+        " email setting or data of it here)"
+    ]
+    assert result.stdout == ""
+
+
+def test_a_tenant_known_only_by_its_data_is_answered(db):
+    """A tenant with notifications but no configuration is known: its (empty) window prints."""
+    tenant = "known-by-data"
+    db.execute(
+        "insert into raw.notifications (notification_id, tenant_id, ticket_id, template_id,"
+        " recipient, provider, provider_reference, status, created_at, sent_at,"
+        " status_updated_at) values (%s, %s, '1', 'welcome', 'r@example.com', 'mailgun', %s,"
+        " 'delivered', '2020-01-01', '2020-01-01', '2020-01-01') on conflict do nothing",
+        (f"{tenant}-n1", tenant, f"{tenant}-ref"),
+    )
+    try:
+        result = run_cli("stats", "templates", tenant)
+    finally:
+        db.execute("delete from raw.notifications where tenant_id = %s", (tenant,))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"tenant {tenant}: last 7 day(s) plus today")

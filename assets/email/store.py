@@ -381,6 +381,13 @@ def pods_for_tenants(
     return mapping
 
 
+def routed_pods(conn: psycopg.Connection) -> set[str]:
+    """Pods tenants are routed to (`supportflow email pod`); none before the email migration."""
+    if conn.execute("select to_regclass('control.email_tenant_pods')").fetchone()[0] is None:
+        return set()
+    return {row[0] for row in conn.execute("select distinct pod from control.email_tenant_pods")}
+
+
 def set_tenant_pod(conn: psycopg.Connection, tenant_id: str, pod: str) -> None:
     conn.execute(
         "insert into control.email_tenant_pods (tenant_id, pod) values (%s, %s) "

@@ -23,3 +23,14 @@ def load_settings() -> Settings:
         return Settings.from_env()
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
+
+
+def require_known_tenant(conn: object, tenant: str) -> None:
+    """Refuse (one line, exit 2) a tenant the platform has neither configuration nor data of."""
+    from resources.tenants import tenant_is_known
+
+    if not tenant_is_known(conn, tenant):  # type: ignore[arg-type]
+        raise UserError(
+            f"TENANT: unknown tenant {tenant!r} (no desk, workspace, origin, email setting "
+            "or data of it here)"
+        )

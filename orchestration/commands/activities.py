@@ -6,7 +6,7 @@ import json
 
 import click
 
-from orchestration.commands import UserError, load_settings
+from orchestration.commands import UserError, load_settings, require_known_tenant
 
 
 def register(cli: click.Group) -> None:
@@ -29,6 +29,7 @@ def register(cli: click.Group) -> None:
             raise UserError(f"TICKET_ID: {str(exc).removeprefix('ticket_id: ')}") from exc
         url = warehouse_url(load_settings())
         with get_pool(url).connection() as conn:
+            require_known_tenant(conn, tenant)
             entries = ticket_timeline(conn, tenant, ticket)
         if as_json:
             for entry in entries:

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from orchestration.commands import UserError, load_settings
+from orchestration.commands import UserError, load_settings, require_known_tenant
 
 
 def _connect():
@@ -240,6 +240,7 @@ def register(cli: click.Group) -> None:
         from assets.conversations.store import show_ticket
 
         with _connect()() as conn:
+            require_known_tenant(conn, tenant)
             view = show_ticket(conn, tenant, sequence)
         if view is None:
             raise UserError(f"tenant {tenant!r} has no ticket {sequence}")
@@ -285,6 +286,7 @@ def register(cli: click.Group) -> None:
         from assets.conversations.store import queue_counts
 
         with _connect()() as conn:
+            require_known_tenant(conn, tenant)
             rows = queue_counts(conn, tenant)
         if not rows:
             click.echo(f"tenant {tenant} has no work queues")
@@ -304,6 +306,7 @@ def register(cli: click.Group) -> None:
         from assets.conversations.store import search_messages
 
         with _connect()() as conn:
+            require_known_tenant(conn, tenant)
             rows = search_messages(conn, tenant, " ".join(words), limit)
         for r in rows:
             hidden = " [hidden]" if r["hidden"] else ""

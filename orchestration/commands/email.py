@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import click
 
-from orchestration.commands import UserError, load_settings
+from orchestration.commands import UserError, load_settings, require_known_tenant
 
 
 def _tenant(value: str) -> str:
@@ -72,6 +72,7 @@ def register(cli: click.Group) -> None:
         now = _moment(as_of) if as_of else datetime.now(UTC)
         zone = ZoneInfo(load_settings().email_timezone)
         with _connection() as conn:
+            require_known_tenant(conn, tenant)
             rows = template_stats(conn, tenant, days, zone, now)
         if as_json:
             for row in rows:

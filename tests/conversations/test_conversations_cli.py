@@ -141,5 +141,7 @@ def test_show_counters_and_search(capsys, conv_tables, conv_defs, instance, reso
     assert code == 0 and len(out.splitlines()) == 2 and "#1" in out
     code, out, _ = run(capsys, "conversations", "search", "acme", '"parcel never"', "-resending")
     assert code == 0 and out.splitlines()[0].startswith("#1") and len(out.splitlines()) == 1
-    code, out, _ = run(capsys, "conversations", "search", "globex", "parcel")
+    code, out, _ = run(capsys, "conversations", "search", "acme", "umbrella")
     assert code == 0 and out.strip() == "no messages match"
+    # a tenant the platform has never heard of is refused, not answered with nothing
+    assert "unknown tenant 'globex'" in refused(capsys, "conversations", "search", "globex", "x")

@@ -1,4 +1,6 @@
-"""HTTP client for a Discourse forum's search API (`GET /search.json`).
+"""HTTP client for a Discourse forum: its search (`GET /search.json`) and its latest posts
+(`GET /posts.json?before=<post id>`, newest first, 50 a page, each post with `updated_at` and
+`version`: the one public listing that shows edits; search results carry neither).
 
 Requests go through the platform's HTTP client (`resources/http.py`): a timeout on every call,
 429 and 5xx retried honouring `Retry-After` (seconds or an HTTP date, at most 120 s here),
@@ -25,6 +27,7 @@ from resources.secrets import SecretBox
 
 MAX_RETRY_AFTER_SECONDS = 120.0
 SEARCH = "search"
+LATEST_POSTS = "latest_posts"
 
 
 class DiscourseError(RuntimeError):
@@ -39,6 +42,14 @@ class SearchPage:
     topics: dict[int, dict[str, Any]]
     more: bool
     page: int
+
+
+@dataclass(frozen=True)
+class LatestPostsPage:
+    """One page of `/posts.json`: the forum's posts with ids below `before`, newest first."""
+
+    posts: list[dict[str, Any]]
+    before: int | None
 
 
 class DiscourseClient(dg.ConfigurableResource):
@@ -74,6 +85,57 @@ class DiscourseClient(dg.ConfigurableResource):
     ) -> SearchPage:
         """`GET {base_url}/search.json?q=...&page=N`, retried as the module says. With an API
         key (private forums) it goes in the `Api-Key` / `Api-Username` headers."""
+        response, url = self._get(
+            base_url,
+            SEARCH,
+            "/search.json",
+            {"q": query, "page": str(page)},
+            f"search {{url}} page {page}",
+            api_key=api_key,
+            api_username=api_username,
+            sleep=sleep,
+        )
+        return _parse_search(response, url, page)
+
+    def latest_posts(
+        self,
+        base_url: str,
+        before: int | None = None,
+        *,
+        api_key: str | None = None,
+        api_username: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> LatestPostsPage:
+        """`GET {base_url}/posts.json[?before=<post id>]`: the newest posts (below `before`),
+        with `updated_at`, `version` and `cooked`; retried and authenticated as `search`."""
+        params = {"before": str(before)} if before else {}
+        what = f"latest posts {{url}} before {before}" if before else "latest posts {url}"
+        response, url = self._get(
+            base_url,
+            LATEST_POSTS,
+            "/posts.json",
+            params,
+            what,
+            api_key=api_key,
+            api_username=api_username,
+            sleep=sleep,
+        )
+        body = _json_object(response, f"Discourse {what.format(url=url)}")
+        return LatestPostsPage(posts=list(body.get("latest_posts") or []), before=before)
+
+    def _get(
+        self,
+        base_url: str,
+        endpoint: str,
+        path: str,
+        params: dict[str, str],
+        what: str,
+        *,
+        api_key: str | None,
+        api_username: str | None,
+        sleep: Callable[[float], None],
+    ) -> tuple[httpx.Response, str]:
+        """One GET on the forum, retried; `what` names it in errors (`{url}` is filled in)."""
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if api_key:
             headers |= {"Api-Key": api_key, "Api-Username": api_username or "system"}
@@ -90,27 +152,24 @@ class DiscourseClient(dg.ConfigurableResource):
             )
         except HttpError as exc:
             raise DiscourseError(str(exc)) from None
-        url = redact_url(http.url("/search.json"))
+        url = redact_url(http.url(path))
+        named = "Discourse " + what.format(url=url)
         try:
             with http:
-                response = http.get(
-                    SEARCH, http.url("/search.json"), {"q": query, "page": str(page)}
-                )
+                response = http.get(endpoint, http.url(path), params)
         except RetriesExhausted as exc:
             raise DiscourseError(
-                f"Discourse search {url} page {page} failed after {exc.attempts} attempts: "
-                f"{exc.problem}"
+                f"{named} failed after {exc.attempts} attempts: {exc.problem}"
             ) from None
         except HttpError as exc:
-            raise DiscourseError(f"Discourse search {url} page {page}: {exc.detail}") from None
+            raise DiscourseError(f"{named}: {exc.detail}") from None
         finally:
             self._count(http.stats)
         if response.status_code != 200:
             raise DiscourseError(
-                f"Discourse search {url} page {page} failed: HTTP {response.status_code} "
-                f"{response.text[:200]!r}"
+                f"{named} failed: HTTP {response.status_code} {response.text[:200]!r}"
             )
-        return _parse_search(response, url, page)
+        return response, url
 
     def _count(self, stats: RequestStats) -> None:
         with self._stats_lock:
@@ -121,13 +180,18 @@ class DiscourseClient(dg.ConfigurableResource):
             self._stats.waited_seconds += stats.waited_seconds
 
 
-def _parse_search(response: httpx.Response, url: str, page: int) -> SearchPage:
+def _json_object(response: httpx.Response, named: str) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError as exc:
-        raise DiscourseError(f"Discourse search {url} page {page}: response is not JSON") from exc
+        raise DiscourseError(f"{named}: response is not JSON") from exc
     if not isinstance(body, dict):
-        raise DiscourseError(f"Discourse search {url} page {page}: expected a JSON object")
+        raise DiscourseError(f"{named}: expected a JSON object")
+    return body
+
+
+def _parse_search(response: httpx.Response, url: str, page: int) -> SearchPage:
+    body = _json_object(response, f"Discourse search {url} page {page}")
     posts = body.get("posts") or []
     topics = {int(t["id"]): t for t in body.get("topics") or [] if "id" in t}
     grouped = body.get("grouped_search_result") or {}

@@ -4,7 +4,15 @@
 Discourse: up to 50 posts a page with `id`, `username`, `created_at`, `cooked` HTML, `blurb`,
 `topic_id`, `post_number` ..., the topics they belong to, and `grouped_search_result` with
 `more_full_page_results`. `after:D` keeps posts created after the start of day D (UTC), as
-Discourse does. Tests can add posts while it runs and make the next responses fail (429/5xx).
+Discourse does; `order:latest` sorts by creation, so an edit does not move a post.
+
+`GET /posts.json?before=<post id>` lists the forum's posts newest id first, a page at a time
+(`latest_posts`), serialized as Discourse's PostSerializer does: with `updated_at`, `version`,
+`raw`, `topic_title` and `topic_slug`. Search results carry neither `updated_at` nor `version`
+(Discourse's SearchPostSerializer does not), so edits show only here.
+
+Tests can add posts while it runs, edit posts (`edit_post`: new text, version + 1, `updated_at`
+now) and make the next responses fail (429/5xx).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import random
 import re
 import threading
 import zlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,6 +35,8 @@ from sandbox.feedback_text import NEW_TOPICS, TOPICS, feedback_text, username
 
 PAGE_SIZE = 50
 FIRST_POST_ID = 870_000
+# what Discourse's search serializer leaves out of a post (PostSerializer has them)
+NOT_IN_SEARCH = frozenset({"updated_at", "version", "raw", "topic_title"})
 _TOKEN = re.compile(r"(\w+):(\S+)")
 
 
@@ -55,6 +65,7 @@ class DiscourseForum:
         self.topics: dict[int, dict[str, Any]] = {}
         self.faults: deque[Fault] = deque()
         self.requests = 0
+        self.requests_by_path: Counter[str] = Counter()
         self._lock = threading.Lock()
         end = end or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         start = end - timedelta(days=days)
@@ -107,7 +118,9 @@ class DiscourseForum:
             "avatar_template": f"/user_avatar/forum.example.com/{user}/{{size}}/1_2.png",
             "created_at": stamp,
             "updated_at": stamp,
+            "version": 1,
             "cooked": cooked,
+            "raw": text,
             "blurb": text[:200],
             "post_number": topic["posts"],
             "post_type": 1,
@@ -118,6 +131,7 @@ class DiscourseForum:
             "score": round(self.rng.uniform(0, 30), 1),
             "topic_id": topic["id"],
             "topic_slug": topic["slug"],
+            "topic_title": topic["title"],
             "user_id": 70_000 + zlib.crc32(user.encode()) % 10_000,
             "trust_level": self.rng.randint(0, 3),
             "moderator": False,
@@ -143,6 +157,24 @@ class DiscourseForum:
                 _public(self._append(moment, text=(texts[i] if texts else None)))
                 for i in range(count)
             ]
+
+    def edit_post(self, post_id: int, text: str, when: datetime | None = None) -> dict:
+        """Its author edits a post, as Discourse's PostRevisor does: new `cooked` and `raw`,
+        `version` + 1, `updated_at` the moment of the edit (default now); `created_at` stays."""
+        with self._lock:
+            post = next((p for p in self.posts if p["id"] == post_id), None)
+            if post is None:
+                raise KeyError(f"no post {post_id}")
+            moment = (when or datetime.now(UTC)).astimezone(UTC)
+            post.update(
+                cooked=f"<p>{html.escape(text)}</p>",
+                raw=text,
+                blurb=text[:200],
+                version=post["version"] + 1,
+                updated_at=moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                _text=text,
+            )
+            return _public(post)
 
     def fail_next(self, *faults: Fault) -> None:
         """The next requests answer with these statuses, in order."""
@@ -173,7 +205,7 @@ class DiscourseForum:
             chunk = matched[start : start + self.page_size]
             topic_ids = sorted({p["topic_id"] for p in chunk})
             topics = [_public_topic(self.topics[t]) for t in topic_ids]
-            posts = [_public(p) for p in chunk]
+            posts = [{k: v for k, v in _public(p).items() if k not in NOT_IN_SEARCH} for p in chunk]
         return {
             "posts": posts,
             "topics": topics,
@@ -197,6 +229,13 @@ class DiscourseForum:
                 "group_ids": [],
             },
         }
+
+    def latest_posts(self, before: int | None) -> dict[str, Any]:
+        """`/posts.json`: a page of posts with ids below `before`, newest id first."""
+        with self._lock:
+            older = [p for p in self.posts if before is None or p["id"] < before]
+            older.sort(key=lambda p: p["id"], reverse=True)
+            return {"latest_posts": [_public(p) for p in older[: self.page_size]]}
 
     def next_fault(self) -> Fault | None:
         with self._lock:
@@ -251,7 +290,9 @@ def parse_query(q: str) -> tuple[list[str], datetime | None, datetime | None, bo
 def discourse_routes(forum: DiscourseForum) -> list[Route]:
     """The forum's HTTP routes, for the sandbox server (or a test's own app)."""
 
-    async def search_json(request: Request) -> JSONResponse:
+    def refused(request: Request) -> JSONResponse | None:
+        """A planted fault, or a private forum's 403 without its key; None: go on."""
+        forum.requests_by_path[request.url.path] += 1
         fault = forum.next_fault()
         if fault is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
@@ -271,6 +312,11 @@ def discourse_routes(forum: DiscourseForum) -> list[Route]:
                 },
                 status_code=403,
             )
+        return None
+
+    async def search_json(request: Request) -> JSONResponse:
+        if (refusal := refused(request)) is not None:
+            return refusal
         q = request.query_params.get("q", "")
         try:
             page = int(request.query_params.get("page", "1"))
@@ -281,7 +327,20 @@ def discourse_routes(forum: DiscourseForum) -> list[Route]:
             return JSONResponse({"errors": ["invalid search parameters"]}, status_code=400)
         return JSONResponse(result)
 
-    return [Route("/search.json", search_json, methods=["GET"])]
+    async def posts_json(request: Request) -> JSONResponse:
+        if (refusal := refused(request)) is not None:
+            return refusal
+        try:
+            before = int(request.query_params.get("before", "0"))
+        except ValueError:
+            return JSONResponse({"errors": ["invalid before"]}, status_code=400)
+        # Discourse treats a missing or non-positive `before` as "from the newest"
+        return JSONResponse(forum.latest_posts(before if before > 0 else None))
+
+    return [
+        Route("/search.json", search_json, methods=["GET"]),
+        Route("/posts.json", posts_json, methods=["GET"]),
+    ]
 
 
 def routes(config: Any) -> list[Route]:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -16,7 +16,7 @@ from assets.activities.defs import (
 from assets.activities.store import changed_export_days
 from resources.warehouse import WarehouseResource
 from sensors.queues import queue_drain_sensor
-from sensors.runs import runs_in_progress
+from sensors.runs import changed_day_requests
 
 activities_queue_sensor = queue_drain_sensor(
     name="activities_queue_sensor",
@@ -33,22 +33,6 @@ activity_deletes_queue_sensor = queue_drain_sensor(
 )
 
 
-def reexport_requests(
-    changed: list[tuple[date, datetime]], first_day: date, today: date
-) -> list[dg.RunRequest]:
-    """One `activity_export` run per changed day that has a partition; the run key names the
-    change, so each change is exported once and a later change again."""
-    return [
-        dg.RunRequest(
-            run_key=f"reexport:{day.isoformat()}:{changed_at.timestamp():.6f}",
-            partition_key=day.isoformat(),
-            tags={"supportflow/reexport": "late-changes"},
-        )
-        for day, changed_at in changed
-        if first_day <= day < today
-    ]
-
-
 @dg.sensor(
     name="activity_export_changes_sensor",
     job=activity_export_job,
@@ -62,16 +46,15 @@ def activity_export_changes_sensor(
 ):
     with warehouse.connection() as conn:
         changed = changed_export_days(conn)
-    first_day = activity_export_partitions.start.date()
-    requests = [
-        request
-        for request in reexport_requests(changed, first_day, datetime.now(UTC).date())
-        if not runs_in_progress(
-            context.instance,
-            {"dagster/partition": request.partition_key},
-            job_name=activity_export_job.name,
-        )
-    ]
+    requests = changed_day_requests(
+        context.instance,
+        activity_export_job.name,
+        changed,
+        activity_export_partitions.start.date(),
+        datetime.now(UTC).date(),
+        "reexport",
+        {"supportflow/reexport": "late-changes"},
+    )
     if not requests:
         return dg.SkipReason("no exported day changed since its export")
     return requests

@@ -1,6 +1,9 @@
-"""What sensors ask the Dagster instance about runs: which ones still hold a slot."""
+"""What sensors ask the Dagster instance about runs: which ones still hold a slot, and the
+runs that bring daily partitions up to date after their data changed."""
 
 from __future__ import annotations
+
+from datetime import date, datetime
 
 import dagster as dg
 
@@ -26,3 +29,29 @@ def runs_in_progress(
             limit=limit,
         )
     )
+
+
+def changed_day_requests(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    changed: list[tuple[date, datetime]],
+    first_day: date,
+    today: date,
+    run_key_prefix: str,
+    tags: dict[str, str],
+) -> list[dg.RunRequest]:
+    """One run of `job_name` per changed day that has a partition (`first_day` .. yesterday) and
+    no run of it queued or running. The run key names the change (`prefix:day:changed_at`), so
+    each change runs once and a later change again."""
+    return [
+        dg.RunRequest(
+            run_key=f"{run_key_prefix}:{day.isoformat()}:{changed_at.timestamp():.6f}",
+            partition_key=day.isoformat(),
+            tags=tags,
+        )
+        for day, changed_at in changed
+        if first_day <= day < today
+        and not runs_in_progress(
+            instance, {"dagster/partition": day.isoformat()}, job_name=job_name
+        )
+    ]

@@ -12,6 +12,11 @@
 
 Language and sentiment run only for items whose content changed since their last enrichment.
 Everything except the two per-item libraries (py3langid, VADER) is vectorised.
+
+When a workspace's enrichment is through (topics assigned), the UTC days of the items inserted,
+edited or enriched since its previous topic fit are marked changed, in the transaction that
+records the fit: the insight reports reading those days are then written again. A refit that
+only relabels items does not mark their days (reports keep the labels they were written with).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +36,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
 from assets.feedback.rules import clean_html
 from assets.feedback.sentiment import BASELINE, ENGINES, Selection, score_texts, select_engine
+from assets.feedback.store import mark_feedback_days_changed
 
 log = logging.getLogger(__name__)
 
@@ -328,17 +335,23 @@ def assign_topics(connect: Connect, workspace_id: int) -> tuple[int, list[str]]:
         if fitted is not None and fitted[0] >= changed:
             return 0, [t["label"] for t in fitted[1]]
         rows = conn.execute(
-            "select item_id, text, topics, created_at from raw.feedback_items "
+            "select item_id, text, topics, created_at, updated_at from raw.feedback_items "
             "where workspace_id = %s order by created_at desc, item_id",
             (workspace_id,),
         ).fetchall()
     item_ids = [r[0] for r in rows]
     texts = [r[1] for r in rows]
+    previous_fit = fitted[0] if fitted is not None else None
+    changed_days = {
+        created_at.astimezone(UTC).date()
+        for _, _, _, created_at, updated_at in rows
+        if previous_fit is None or updated_at > previous_fit
+    }
     model = fit_topics(texts[:TOPIC_FIT_ITEMS], texts)
     assignments = model.assignments if model else [[] for _ in rows]
     changes = [
         (item_id, Jsonb(topics))
-        for item_id, topics, (_, _, old, _) in zip(item_ids, assignments, rows, strict=True)
+        for item_id, topics, (_, _, old, _, _) in zip(item_ids, assignments, rows, strict=True)
         if topics != old
     ]
     topics_doc = (
@@ -373,6 +386,7 @@ def assign_topics(connect: Connect, workspace_id: int) -> tuple[int, list[str]]:
             """,
             (workspace_id, changed, len(rows), Jsonb(topics_doc)),
         )
+        mark_feedback_days_changed(conn, changed_days)
     return len(changes), [t["label"] for t in topics_doc]
 
 

@@ -18,7 +18,10 @@ The anomaly rule (plain functions below, also in the README), for a day D agains
   a workspace's first days everything would be "new").
 
 Reports are computed from `raw.feedback_items` for the day and its trailing window, never from
-earlier reports, so partitions can be (re)materialized in any order.
+earlier reports, so partitions can be (re)materialized in any order. A report reads its day and
+the `DAYS_READ_BEFORE` days before it (anomaly baselines, the chart); it stamps its day in
+`control.insight_report_days` before reading, and when a day it read changes afterwards (an
+edited post re-enriched, a late item) `insight_report_changes_sensor` requests it again.
 """
 
 import base64
@@ -35,6 +38,7 @@ import dagster as dg
 import psycopg
 from psycopg.types.json import Jsonb
 
+from assets.feedback.store import begin_day_report
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
 
@@ -49,6 +53,7 @@ GROWING_TOPIC_MIN_ITEMS = 8
 GROWTH_FACTOR = 2.0
 TOP_TOPICS = 5
 CHART_DAYS = 14
+DAYS_READ_BEFORE = max(TRAILING_DAYS, CHART_DAYS - 1)  # a day's report reads these days before it
 UI_REPORTS = 10  # workspaces shown inline in the UI; every one gets its HTML file
 ALL_SOURCES = "all"
 
@@ -187,7 +192,7 @@ def _window_rows(conn: psycopg.Connection, workspace_id: int, start: date, end: 
 def build_workspace_report(
     conn: psycopg.Connection, workspace_id: int, name: str, tenant_id: str, day: date
 ) -> WorkspaceReport:
-    start = day - timedelta(days=max(TRAILING_DAYS, CHART_DAYS - 1))
+    start = day - timedelta(days=DAYS_READ_BEFORE)
     stats: dict[tuple[date, str], DayStats] = defaultdict(DayStats)
     topics: dict[tuple[date, str], Counter[str]] = defaultdict(Counter)
     examples: dict[tuple[str, str], dict[str, Any]] = {}
@@ -423,6 +428,7 @@ def insight_reports(
 ) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     with warehouse.connection() as conn:
+        begin_day_report(conn, day)
         reports = build_reports(conn, day)
         rows = store_reports(conn, day, reports)
     sections, files, anomalies = [], {}, 0

@@ -1,6 +1,7 @@
 """Feedback workspaces, sources and items in the warehouse.
 
-Owns `control.workspaces`, `control.feedback_sources` and writes to `raw.feedback_items`. Items
+Owns `control.workspaces`, `control.feedback_sources`, `control.insight_report_days` (which
+reports are out of date) and writes to `raw.feedback_items`. Items
 are upserted (COPY into a staging table, then one INSERT ... ON CONFLICT), so a re-fetched or
 re-pushed item updates its row only when its content changed and never duplicates. A source's
 cursor is written by the caller in the same transaction as the items it covers.
@@ -12,8 +13,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import psycopg
@@ -254,6 +256,72 @@ def upsert_items(conn: psycopg.Connection, items: Sequence[FeedbackItem]) -> Ups
     inserted = sum(1 for (fresh,) in rows if fresh)
     updated = len(rows) - inserted
     return UpsertCounts(inserted, updated, len(unique) - len(rows))
+
+
+def held_external_ids(
+    conn: psycopg.Connection, source_id: int, external_ids: Sequence[str]
+) -> set[str]:
+    """Which of these external ids the source already holds items for (a source re-reading
+    what may have changed updates those and must not add the rest)."""
+    rows = conn.execute(
+        "select external_id from raw.feedback_items where source_id = %s and external_id = any(%s)",
+        (source_id, list(external_ids)),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+# --- which insight reports are out of date ------------------------------------------------------
+
+
+def mark_feedback_days_changed(conn: psycopg.Connection, days: Iterable[date]) -> None:
+    """Record that enriched items created on these UTC days changed (in the caller's
+    transaction); the reports that read those days are then written again
+    (`changed_report_days`).
+
+    The row lock orders this against a report being written: a report that stamped its day first
+    holds the row until it commits, so the change is stamped after it and the day is reported
+    again; a change that committed first is in what the report reads.
+    """
+    ordered = sorted(set(days))
+    if ordered:
+        conn.execute(
+            """
+            insert into control.insight_report_days (day, changed_at)
+            select d, clock_timestamp() from unnest(%s::date[]) as d
+            on conflict (day) do update set changed_at = excluded.changed_at
+            """,
+            (ordered,),
+        )
+
+
+def begin_day_report(conn: psycopg.Connection, day: date) -> None:
+    """Stamp the start of `day`'s report, before it reads anything, in the same transaction."""
+    conn.execute(
+        "insert into control.insight_report_days (day, reported_at) values (%s, now()) "
+        "on conflict (day) do update set reported_at = now()",
+        (day,),
+    )
+
+
+def changed_report_days(
+    conn: psycopg.Connection, days_read_before: int, limit: int = 60
+) -> list[tuple[date, datetime]]:
+    """Days whose report was written before a day it reads (itself and `days_read_before` days
+    before it) changed, oldest first, with the time of the latest such change (what makes a
+    request to report the day again unique)."""
+    return conn.execute(
+        """
+        select r.day, max(c.changed_at)
+        from control.insight_report_days r
+        join control.insight_report_days c
+          on c.day between r.day - %(before)s and r.day and c.changed_at > r.reported_at
+        where r.reported_at is not null
+        group by r.day
+        order by r.day
+        limit %(limit)s
+        """,
+        {"before": days_read_before, "limit": limit},
+    ).fetchall()
 
 
 def latest_reports(conn: psycopg.Connection, workspace_id: int, days: int) -> list[tuple]:

@@ -10,6 +10,7 @@ import dagster as dg
 import httpx
 import pytest
 
+from assets.feedback.sources.discourse import MAX_EDIT_PAGES_PER_PULL
 from sandbox.feedback_text import feedback_text
 
 pytestmark = pytest.mark.slow
@@ -99,12 +100,15 @@ def test_discourse_and_webhook_into_one_workspace_each_item_once(
 
     # people keep writing; pull 2 and push 2 overlap what is already there
     forum.add_posts(15, when=datetime.now(UTC) - timedelta(hours=2))
-    requests_before = forum.requests
+    searches_before = forum.requests_by_path["/search.json"]
+    sweeps_before = forum.requests_by_path["/posts.json"]
     second_pull = _pull(dagster_resources, workspace.name)
     meta = second_pull.asset_materializations_for_node("feedback_items")[0].metadata
     assert meta["pulled_new"].value == 15
     assert meta["pulled_updated"].value == 0
-    assert forum.requests - requests_before == 1  # one page: the newest posts, then seen ones
+    # one search page: the newest posts, then seen ones; the edit sweep reads a bounded slice
+    assert forum.requests_by_path["/search.json"] - searches_before == 1
+    assert 1 <= forum.requests_by_path["/posts.json"] - sweeps_before <= MAX_EDIT_PAGES_PER_PULL
     response = _push(webhook_url, workspace.name, token, _pushed(10, 60))
     assert response.status_code == 202 and response.json()["accepted"] == 50
     _drain_via_sensor(dagster_resources)

@@ -294,6 +294,32 @@ def test_a_sweep_reads_the_window_not_the_forum(forum_source, forum, warehouse):
     assert forum.requests_by_path["/posts.json"] == sweeps
 
 
+def test_a_sweep_checks_edits_from_when_the_last_finished_sweep_started():
+    from assets.feedback.sources.discourse import EDIT_CLOCK_SLACK, EditSweep
+
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    horizon = now - timedelta(days=7)
+
+    def post(post_id: int, created: datetime, updated: datetime) -> dict:
+        return {"id": post_id, "created_at": created.isoformat(), "updated_at": updated.isoformat()}
+
+    first = EditSweep.from_cursor({}, now)
+    assert first.started == now - EDIT_CLOCK_SLACK and first.before is None
+    assert first.is_new_edit(post(1, horizon, horizon))  # before any finished sweep: every post
+    page = [post(30, now - timedelta(days=1), now), post(20, now - timedelta(days=2), now)]
+    going_on = first.after_page(page, horizon)
+    assert going_on.before == 20 and going_on.checked_until is None
+    resumed = EditSweep.from_cursor(going_on.as_cursor(), now + timedelta(hours=1))
+    assert resumed == going_on  # a later pull goes on with the same start
+    done = resumed.after_page([post(10, now - timedelta(days=8), now)], horizon)
+    assert (done.before, done.checked_until) == (None, first.started)
+    after = EditSweep.from_cursor(done.as_cursor(), now + timedelta(hours=2))
+    assert after.started == now + timedelta(hours=2) - EDIT_CLOCK_SLACK
+    assert after.is_new_edit(post(5, horizon, first.started + timedelta(seconds=1)))
+    assert not after.is_new_edit(post(6, horizon, first.started))
+    assert after.after_page([], horizon).before is None  # the forum's first post reached
+
+
 @pytest.mark.parametrize("value", ["-1", "366", "a week"])
 def test_edit_window_option_is_checked(value):
     with pytest.raises(SourceConfigError, match="--edit-window-days"):

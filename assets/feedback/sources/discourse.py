@@ -130,10 +130,10 @@ class DiscourseKind(SourceKind):
                 "api_key": context.secret_box.decrypt(source.config["api_key_encrypted"].encode()),
                 "api_username": source.config.get("api_username") or "system",
             }
-        edits = dict(source.cursor.get("edits") or {})
+        edits = source.cursor.get("edits") or {}
         search_cursor: dict[str, Any] | None = None
         for batch in self._search_new_posts(source, client, base_url, auth):
-            search_cursor = {k: v for k, v in batch.cursor.items() if k != "edits"}
+            search_cursor = batch.cursor  # the sweep's progress rides along unchanged
             yield PulledBatch(batch.items, {**search_cursor, "edits": edits}, batch.fetched)
         window = edit_window_days(source.config.get("edit_window_days", EDIT_WINDOW_DAYS))
         if search_cursor is None or search_cursor.get("scan") or not window:
@@ -197,21 +197,21 @@ class DiscourseKind(SourceKind):
         horizon = now - timedelta(days=window_days)
         for _ in range(MAX_EDIT_PAGES_PER_PULL):
             page = context.discourse_client.latest_posts(base_url, sweep.before, **auth)
-            edited = [
+            candidates = [
                 post
                 for post in page.posts
                 if parse_timestamp(post.get("created_at"), "created_at") >= horizon
                 and sweep.is_new_edit(post)
             ]
             held: set[str] = set()
-            if edited:
+            if candidates:
                 with context.connection() as conn:
                     held = held_external_ids(
-                        conn, source.source_id, [str(post["id"]) for post in edited]
+                        conn, source.source_id, [str(post["id"]) for post in candidates]
                     )
             items = [
                 item
-                for post in edited
+                for post in candidates
                 if str(post["id"]) in held
                 and (item := post_to_item(source, post, topic_of(post), base_url)) is not None
             ]

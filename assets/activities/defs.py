@@ -24,6 +24,7 @@ from assets.activities.store import (
     utc_today,
 )
 from resources.alerts import AlertsResource
+from resources.columns import table_schema
 from resources.partitions import window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
@@ -62,20 +63,29 @@ class DrainConfig(dg.Config):
     retry_base_seconds: float = 10.0
 
 
-ACTIVITIES_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("activity_id", "text", description="idempotency id from the producer"),
-        dg.TableColumn("occurred_at", "timestamptz", description="partition key (UTC day)"),
-        dg.TableColumn("tenant_id", "text"),
-        dg.TableColumn("ticket_id", "bigint"),
-        dg.TableColumn("actor_type", "text", description="user | system"),
-        dg.TableColumn("actor_id", "text"),
-        dg.TableColumn("action", "text"),
-        dg.TableColumn("category", "text", description="dashboard category, user activities"),
-        dg.TableColumn("details", "jsonb", description="changes, rule and extra fields"),
-        dg.TableColumn("received_at", "timestamptz"),
-    ]
+ACTIVITIES_COLUMNS = table_schema(
+    ("activity_id", "text", "idempotency id from the producer"),
+    ("occurred_at", "timestamptz", "when the action happened; partition key (UTC day)"),
+    ("tenant_id", "text", "the tenant the ticket belongs to"),
+    ("ticket_id", "bigint", "the ticket acted on"),
+    ("actor_type", "text", "user (an agent) | system (an automation rule)"),
+    ("actor_id", "text", "the agent's or the rule's id"),
+    ("action", "text", "what was done (status_changed, replied, rule_applied ...)"),
+    ("category", "text", "dashboard category, user activities"),
+    ("details", "jsonb", "changes, rule and extra fields"),
+    ("received_at", "timestamptz", "when the platform stored it"),
 )
+# What each column of the daily export files holds (a column missing here fails at import).
+EXPORT_COLUMN_ABOUT = {
+    "tenant_id": "the tenant (also the file's tenant=<t> folder)",
+    "activity_id": "idempotency id from the producer",
+    "ticket_id": "the ticket acted on",
+    "actor_id": "the agent's id (exports hold user activities only)",
+    "action": "what was done",
+    "category": "dashboard category",
+    "occurred_at": "when it happened (UTC, microseconds); the file's date=<day>",
+    "details": "changes and extra fields as JSON text",
+}
 
 
 def _alert_fn(alerts: AlertsResource):
@@ -253,8 +263,11 @@ activity_export_partitions = dg.DailyPartitionsDefinition(
     # repeats at most a week and several runs can proceed side by side.
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=7),
     metadata={
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(field.name, str(field.type)) for field in EXPORT_SCHEMA]
+        "dagster/column_schema": table_schema(
+            *(
+                (field.name, str(field.type), EXPORT_COLUMN_ABOUT[field.name])
+                for field in EXPORT_SCHEMA
+            )
         )
     },
     description=(

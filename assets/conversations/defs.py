@@ -23,6 +23,7 @@ from assets.conversations.store import (
     sweep,
 )
 from resources.alerts import AlertsResource
+from resources.columns import table_schema
 from resources.partitions import window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
@@ -75,68 +76,52 @@ def _drain(
     )
 
 
-COUNTER_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("tenant_id", "text", description="the work queue's tenant"),
-        dg.TableColumn("queue_id", "bigint", description="control.work_queues.queue_id"),
-        dg.TableColumn("state", "text", description="created|working|pending|followup|solved"),
-        dg.TableColumn("ticket_count", "bigint", description="tickets in the queue in that state"),
-    ]
+COUNTER_COLUMNS = table_schema(
+    ("tenant_id", "text", "the work queue's tenant"),
+    ("queue_id", "bigint", "control.work_queues.queue_id"),
+    ("state", "text", "created|working|pending|followup|solved"),
+    ("ticket_count", "bigint", "tickets in the queue in that state"),
 )
-DAILY_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("day", "date", description="UTC day (the partition)"),
-        dg.TableColumn("tenant_id", "text"),
-        dg.TableColumn("origin_id", "bigint", description="control.origins.origin_id"),
-        dg.TableColumn("origin_name", "text"),
-        dg.TableColumn(
-            "channel", "text", description="facebook|instagram|x|whatsapp|linkedin|mail"
-        ),
-        dg.TableColumn("new_tickets", "integer", description="tickets created that day"),
-        dg.TableColumn("customer_messages", "integer", description="visible customer messages"),
-        dg.TableColumn("agent_replies", "integer", description="agent replies and AI messages"),
-        dg.TableColumn(
-            "first_response_p50_seconds", "double precision", description="median first response"
-        ),
-        dg.TableColumn(
-            "first_response_p90_seconds", "double precision", description="90th percentile"
-        ),
-        dg.TableColumn("solved", "integer", description="tickets moved to solved that day"),
-        dg.TableColumn("closed", "integer", description="tickets closed that day"),
-        dg.TableColumn("reopened", "integer", description="solved or pending tickets reopened"),
-        dg.TableColumn("computed_at", "timestamptz", description="when the row was written"),
-    ]
+DAILY_COLUMNS = table_schema(
+    ("day", "date", "UTC day (the partition)"),
+    ("tenant_id", "text", "the origin's tenant"),
+    ("origin_id", "bigint", "control.origins.origin_id"),
+    ("origin_name", "text", "the origin's name"),
+    ("channel", "text", "facebook|instagram|x|whatsapp|linkedin|mail"),
+    ("new_tickets", "integer", "tickets created that day"),
+    ("customer_messages", "integer", "visible customer messages"),
+    ("agent_replies", "integer", "agent replies and AI messages"),
+    ("first_response_p50_seconds", "double precision", "median first response"),
+    ("first_response_p90_seconds", "double precision", "90th percentile first response"),
+    ("solved", "integer", "tickets moved to solved that day"),
+    ("closed", "integer", "tickets closed that day"),
+    ("reopened", "integer", "solved or pending tickets reopened"),
+    ("computed_at", "timestamptz", "when the row was written"),
 )
-MESSAGE_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("tenant_id", "text"),
-        dg.TableColumn("message_id", "text", description="the channel's id, unique per tenant"),
-        dg.TableColumn("ticket_id", "bigint", description="null while shadowed"),
-        dg.TableColumn("thread_id", "bigint"),
-        dg.TableColumn("kind", "text", description="customer | agent_reply | private_note | ..."),
-        dg.TableColumn("text", "text", description="full-text indexed (column search)"),
-        dg.TableColumn("sent_at", "timestamptz"),
-        dg.TableColumn("deleted", "boolean"),
-        dg.TableColumn("hidden", "boolean"),
-        dg.TableColumn("shadowed", "boolean", description="its origin was disabled"),
-    ]
+MESSAGE_COLUMNS = table_schema(
+    ("tenant_id", "text", "the origin's tenant"),
+    ("message_id", "text", "the channel's id, unique per tenant"),
+    ("ticket_id", "bigint", "null while shadowed"),
+    ("thread_id", "bigint", "the (origin, customer) thread it belongs to"),
+    ("kind", "text", "customer | agent_reply | private_note | ai_message | ai_suggestion"),
+    ("text", "text", "full-text indexed (column search)"),
+    ("sent_at", "timestamptz", "when the channel says it was sent"),
+    ("deleted", "boolean", "removed on the channel (message_removed)"),
+    ("hidden", "boolean", "hidden on the channel (message_hidden, until unhidden)"),
+    ("shadowed", "boolean", "its origin was disabled"),
 )
-TICKET_COLUMNS = dg.TableSchema(
-    columns=[
-        dg.TableColumn("ticket_id", "bigint"),
-        dg.TableColumn("tenant_id", "text"),
-        dg.TableColumn("sequence", "bigint", description="unique and increasing per tenant"),
-        dg.TableColumn("thread_id", "bigint", description="the (origin, author) thread"),
-        dg.TableColumn(
-            "state", "text", description="created working pending followup solved closed"
-        ),
-        dg.TableColumn("priority", "text", description="low normal high urgent"),
-        dg.TableColumn("visible_message_count", "integer"),
-        dg.TableColumn("star_rating", "smallint"),
-        dg.TableColumn("sentiment_label", "text"),
-        dg.TableColumn("first_response_at", "timestamptz"),
-        dg.TableColumn("state_changed_at", "timestamptz"),
-    ]
+TICKET_COLUMNS = table_schema(
+    ("ticket_id", "bigint", "the platform's ticket id"),
+    ("tenant_id", "text", "the origin's tenant"),
+    ("sequence", "bigint", "unique and increasing per tenant"),
+    ("thread_id", "bigint", "the (origin, author) thread"),
+    ("state", "text", "created working pending followup solved closed"),
+    ("priority", "text", "low normal high urgent"),
+    ("visible_message_count", "integer", "messages neither deleted, hidden nor shadowed"),
+    ("star_rating", "smallint", "the latest 1-5 rating a customer message carried"),
+    ("sentiment_label", "text", "positive | neutral | negative, of the customer's messages"),
+    ("first_response_at", "timestamptz", "first agent reply or AI message"),
+    ("state_changed_at", "timestamptz", "when the state last changed"),
 )
 
 

@@ -39,6 +39,7 @@ from assets.email.store import (
     write_template_stats_day,
 )
 from resources.alerts import AlertsResource
+from resources.columns import table_schema
 from resources.queues import BatchOutcome, Message, QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -97,12 +98,6 @@ def _alert_fn(alerts: AlertsResource):
     return lambda source, summary, details: alerts.raise_alert(source, summary, details)
 
 
-def _column_schema(*columns: tuple[str, str, str]) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name, kind, description=text) for name, kind, text in columns]
-    )
-
-
 def _parse_all(messages: list[Message], parse) -> tuple[list, list[Message], dict[str, str]]:
     parsed, kept, rejected = [], [], {}
     for message in messages:
@@ -128,17 +123,17 @@ def _parse_all(messages: list[Message], parse) -> tuple[list, list[Message], dic
     ),
     metadata={
         "dagster/table_name": "raw.notifications",
-        "dagster/column_schema": _column_schema(
+        "dagster/column_schema": table_schema(
             ("notification_id", "text", "id from the helpdesk"),
-            ("tenant_id", "text", ""),
+            ("tenant_id", "text", "the helpdesk tenant that sent it"),
             ("ticket_id", "bigint", "the ticket the reply/forward belongs to"),
-            ("template_id", "text", ""),
+            ("template_id", "text", "the helpdesk's email template"),
             ("recipient", "text", "personal data: kept for the retention period only"),
             ("provider", "text", "mailgun | sendgrid | ses"),
             ("provider_reference", "text", "the provider's message id"),
             ("status", "text", "sending, pending, delivered, *-failure"),
-            ("sent_at", "timestamptz", ""),
-            ("status_updated_at", "timestamptz", ""),
+            ("sent_at", "timestamptz", "when the helpdesk handed it to the provider"),
+            ("status_updated_at", "timestamptz", "when the status last changed"),
         ),
     },
 )
@@ -190,17 +185,21 @@ def notifications(
     ),
     metadata={
         "dagster/table_name": "raw.delivery_events",
-        "dagster/column_schema": _column_schema(
-            ("provider", "text", ""),
+        "dagster/column_schema": table_schema(
+            ("provider", "text", "mailgun | sendgrid | ses"),
             ("provider_event_id", "text", "unique per provider"),
             ("provider_reference", "text", "the provider's message id"),
             ("notification_id", "text", "null while orphan"),
             ("event_type", "text", "the provider's event name"),
             ("outcome", "text", "delivered, *-failure, accepted, opened, clicked, complained"),
-            ("severity", "text", ""),
-            ("occurred_at", "timestamptz", ""),
+            (
+                "severity",
+                "text",
+                "the provider's own severity value (Mailgun: temporary | permanent)",
+            ),
+            ("occurred_at", "timestamptz", "when the provider says it happened"),
             ("status_applied", "text", "the status this event set, if any"),
-            ("orphan", "boolean", ""),
+            ("orphan", "boolean", "no notification matched it yet (adopted when one arrives)"),
             ("payload", "jsonb", "the event as the provider sent it"),
         ),
     },
@@ -346,12 +345,12 @@ def _template_stats_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
         ),
         metadata={
             "dagster/table_name": "analytics.template_stats_daily",
-            "dagster/column_schema": _column_schema(
+            "dagster/column_schema": table_schema(
                 ("day", "date", "the day the notification was sent, in the configured zone"),
-                ("tenant_id", "text", ""),
-                ("template_id", "text", ""),
+                ("tenant_id", "text", "the sending tenant"),
+                ("template_id", "text", "the email template"),
                 ("status", "text", "current status"),
-                ("notification_count", "integer", ""),
+                ("notification_count", "integer", "notifications of that day, template and status"),
             ),
         },
     )

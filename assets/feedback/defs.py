@@ -32,6 +32,7 @@ from assets.feedback.store import (
     upsert_items,
 )
 from resources.alerts import AlertsResource
+from resources.columns import table_schema
 from resources.discourse import DiscourseClient, DiscourseError
 from resources.queues import AlertFn, BatchOutcome, Message, QueueResource, drain
 from resources.warehouse import WarehouseResource
@@ -213,18 +214,16 @@ class FeedbackPullConfig(dg.Config):
     "`feedback`.",
     metadata={
         "dagster/table_name": "raw.feedback_items",
-        "dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn("item_id", "text", description="hash of workspace, source, id"),
-                dg.TableColumn("workspace_id", "bigint"),
-                dg.TableColumn("tenant_id", "text"),
-                dg.TableColumn("source", "text", description="source kind"),
-                dg.TableColumn("external_id", "text"),
-                dg.TableColumn("author", "text"),
-                dg.TableColumn("text", "text", description="plain text, HTML removed"),
-                dg.TableColumn("created_at", "timestamptz"),
-                dg.TableColumn("raw_data", "jsonb"),
-            ]
+        "dagster/column_schema": table_schema(
+            ("item_id", "text", "hash of workspace, source, id"),
+            ("workspace_id", "bigint", "control.workspaces.workspace_id"),
+            ("tenant_id", "text", "the workspace's tenant"),
+            ("source", "text", "source kind: discourse | zendesk | conversations | webhook"),
+            ("external_id", "text", "the item's id at its source"),
+            ("author", "text", "who wrote it, as the source names them"),
+            ("text", "text", "plain text, HTML removed"),
+            ("created_at", "timestamptz", "when it was written at the source"),
+            ("raw_data", "jsonb", "source-specific fields (url, ticket, topic ...)"),
         ),
     },
 )
@@ -273,16 +272,14 @@ def feedback_items(
     "beats VADER held out) and topics (TF-IDF + NMF per workspace) on raw.feedback_items.",
     metadata={
         "dagster/table_name": "raw.feedback_items",
-        "dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn("language", "text", description="detected language code"),
-                dg.TableColumn("language_score", "double precision"),
-                dg.TableColumn("sentiment_label", "text", description="positive|neutral|negative"),
-                dg.TableColumn("sentiment_score", "double precision", description="-1 .. 1"),
-                dg.TableColumn("sentiment_model", "text", description="engine that scored it"),
-                dg.TableColumn("topics", "jsonb", description="topic labels"),
-                dg.TableColumn("enriched_hash", "text", description="content hash enriched"),
-            ]
+        "dagster/column_schema": table_schema(
+            ("language", "text", "detected language code"),
+            ("language_score", "double precision", "py3langid's confidence, 0 .. 1"),
+            ("sentiment_label", "text", "positive|neutral|negative"),
+            ("sentiment_score", "double precision", "-1 .. 1"),
+            ("sentiment_model", "text", "engine that scored it"),
+            ("topics", "jsonb", "topic labels"),
+            ("enriched_hash", "text", "content hash enriched"),
         ),
     },
 )

@@ -23,6 +23,7 @@ from assets.tickets.desks import (
 )
 from assets.tickets.rules import DESK_TAG
 from assets.tickets.store import sync_comments, sync_tickets
+from resources.columns import table_schema
 from resources.warehouse import WarehouseResource
 from resources.zendesk import ZendeskApi, ZendeskAuthError, ZendeskClient, ZendeskError
 
@@ -33,55 +34,51 @@ OWNERS = ["team:data-eng"]
 FRESHNESS_INTERVALS = 3
 
 
-def _columns(*pairs: tuple[str, str]) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in pairs])
-
-
-TICKET_SCHEMA = _columns(
-    ("desk_id", "bigint"),
-    ("ticket_id", "bigint"),
-    ("tenant_id", "text"),
-    ("status", "text"),
-    ("subject", "text"),
-    ("priority", "text"),
-    ("ticket_type", "text"),
-    ("requester_id", "bigint"),
-    ("req_name", "text"),
-    ("req_email", "text"),
-    ("assignee_id", "bigint"),
-    ("assignee_name", "text"),
-    ("group_id", "bigint"),
-    ("group_name", "text"),
-    ("organization_id", "bigint"),
-    ("created_at", "timestamptz"),
-    ("updated_at", "timestamptz"),
-    ("generated_at", "timestamptz"),
-    ("solved_at", "timestamptz"),
-    ("is_deleted", "boolean"),
-    ("raw_data", "jsonb"),
-    ("change_seq", "bigint"),
+TICKET_SCHEMA = table_schema(
+    ("desk_id", "bigint", "control.desks.desk_id: the Zendesk account the ticket is in"),
+    ("ticket_id", "bigint", "Zendesk's ticket id (unique within its desk)"),
+    ("tenant_id", "text", "the desk's tenant"),
+    ("status", "text", "new | open | pending | hold | solved | closed | deleted"),
+    ("subject", "text", "the ticket's subject"),
+    ("priority", "text", "urgent | high | normal | low, or null"),
+    ("ticket_type", "text", "problem | incident | question | task, or null"),
+    ("requester_id", "bigint", "Zendesk user id of the requester"),
+    ("req_name", "text", "requester's name, from the sideloaded users"),
+    ("req_email", "text", "requester's email address, from the sideloaded users"),
+    ("assignee_id", "bigint", "Zendesk user id of the assignee, or null"),
+    ("assignee_name", "text", "assignee's name, from the sideloaded users"),
+    ("group_id", "bigint", "Zendesk group id, or null"),
+    ("group_name", "text", "the group's name, from the sideloaded groups"),
+    ("organization_id", "bigint", "Zendesk organization id, or null"),
+    ("created_at", "timestamptz", "when the ticket was created in Zendesk"),
+    ("updated_at", "timestamptz", "last update in Zendesk"),
+    ("generated_at", "timestamptz", "export's generated_timestamp: newer rows win"),
+    ("solved_at", "timestamptz", "when the ticket was solved (from its metric set), or null"),
+    ("is_deleted", "boolean", "deleted in Zendesk (kept, marked)"),
+    ("raw_data", "jsonb", "the whole ticket object as the API returned it"),
+    ("change_seq", "bigint", "raw.zendesk_change_seq number of its last write"),
 )
-USER_SCHEMA = _columns(
-    ("desk_id", "bigint"),
-    ("user_id", "bigint"),
-    ("tenant_id", "text"),
-    ("name", "text"),
-    ("email", "text"),
-    ("role", "text"),
-    ("external_id", "text"),
-    ("raw_data", "jsonb"),
+USER_SCHEMA = table_schema(
+    ("desk_id", "bigint", "control.desks.desk_id"),
+    ("user_id", "bigint", "Zendesk's user id"),
+    ("tenant_id", "text", "the desk's tenant"),
+    ("name", "text", "the user's name"),
+    ("email", "text", "the user's email address"),
+    ("role", "text", "end-user | agent | admin"),
+    ("external_id", "text", "the account's own id for the user, or null"),
+    ("raw_data", "jsonb", "the whole user object as sideloaded"),
 )
-COMMENT_SCHEMA = _columns(
-    ("desk_id", "bigint"),
-    ("comment_id", "bigint"),
-    ("tenant_id", "text"),
-    ("ticket_id", "bigint"),
-    ("author_id", "bigint"),
-    ("public", "boolean"),
-    ("body", "text"),
-    ("created_at", "timestamptz"),
-    ("raw_data", "jsonb"),
-    ("change_seq", "bigint"),
+COMMENT_SCHEMA = table_schema(
+    ("desk_id", "bigint", "control.desks.desk_id"),
+    ("comment_id", "bigint", "Zendesk's comment id"),
+    ("tenant_id", "text", "the desk's tenant"),
+    ("ticket_id", "bigint", "the ticket the comment is on"),
+    ("author_id", "bigint", "Zendesk user id of the author"),
+    ("public", "boolean", "visible to the requester (false: internal note)"),
+    ("body", "text", "the comment's text"),
+    ("created_at", "timestamptz", "when the comment was written"),
+    ("raw_data", "jsonb", "the comment event as exported"),
+    ("change_seq", "bigint", "raw.zendesk_change_seq number of its insert"),
 )
 
 

@@ -1,10 +1,18 @@
-"""What every daily-partitioned asset shares: the days a run's partition window covers."""
+"""What every daily-partitioned asset shares: one start day, and the days a run's window covers."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 
 import dagster as dg
+
+from resources.settings import partitions_start_from_env
+
+
+def daily_partitions(timezone: str = "UTC") -> dg.DailyPartitionsDefinition:
+    """Daily partitions from SUPPORTFLOW_PARTITIONS_START (one setting for every daily set, so
+    a fresh install does not show hundreds of days that can never have data)."""
+    return dg.DailyPartitionsDefinition(start_date=partitions_start_from_env(), timezone=timezone)
 
 
 def window_days(context: dg.AssetExecutionContext) -> list[date]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,6 +24,8 @@ class ConfigError(ValueError):
 
 QUEUE_BACKENDS = ("postgres", "sqs")
 DEFAULT_TICKET_CLOSE_AFTER_MINUTES = 24 * 60
+# The first day of every daily partition set unless SUPPORTFLOW_PARTITIONS_START says otherwise.
+DEFAULT_PARTITIONS_START = "2026-11-01"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -47,6 +50,21 @@ def _zone(env: Mapping[str, str], name: str) -> str:
             f"{name} must be an IANA time zone such as Europe/Berlin, not {raw!r}"
         ) from None
     return raw
+
+
+def _day(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (env.get(name) or default).strip()
+    try:
+        return date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise ConfigError(f"{name} must be a date as YYYY-MM-DD, not {raw!r}") from None
+
+
+def partitions_start_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The first day of the daily partition sets (SUPPORTFLOW_PARTITIONS_START), for the
+    definitions modules that declare their partitions at import."""
+    env = os.environ if environ is None else environ
+    return _day(env, "SUPPORTFLOW_PARTITIONS_START", DEFAULT_PARTITIONS_START)
 
 
 def _pod(env: Mapping[str, str], name: str) -> str:
@@ -80,6 +98,7 @@ class Settings:
     email_internal_senders: tuple[str, ...] = ()
     email_retention_days: int = 7
     ticket_close_after_minutes: int = DEFAULT_TICKET_CLOSE_AFTER_MINUTES
+    partitions_start: str = DEFAULT_PARTITIONS_START
     # The names of the variables that were set in the process environment: their values are
     # handed to Dagster as `dg.EnvVar`, so the UI shows a variable's name, never its value.
     from_process_env: frozenset[str] = field(default_factory=frozenset)
@@ -118,6 +137,7 @@ class Settings:
             ticket_close_after_minutes=_int(
                 env, "SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", DEFAULT_TICKET_CLOSE_AFTER_MINUTES
             ),
+            partitions_start=partitions_start_from_env(env),
             from_process_env=frozenset(
                 name for name in _SECRET_VARIABLES if environ is None and env.get(name)
             ),

@@ -18,6 +18,8 @@ os.environ["SUPPORTFLOW_HOME"] = str(_HOME)
 os.environ.pop("SUPPORTFLOW_DATABASE_URL", None)
 os.environ.pop("SUPPORTFLOW_QUEUE_BACKEND", None)
 os.environ["DAGSTER_HOME"] = str(_HOME / "dagster")
+# The tests write data on fixed days from 2024 on: every daily partition set starts there.
+os.environ["SUPPORTFLOW_PARTITIONS_START"] = "2024-01-01"
 (_HOME / "dagster").mkdir(parents=True, exist_ok=True)
 
 

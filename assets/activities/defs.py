@@ -25,7 +25,7 @@ from assets.activities.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
-from resources.partitions import window_days
+from resources.partitions import daily_partitions, window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.storage import ExportStorage
@@ -243,12 +243,9 @@ activity_retention_schedule = dg.ScheduleDefinition(
 
 # --- the daily export --------------------------------------------------------------------------
 
-# Fixed so partition keys (and their history in the UI) stay stable. The retention period keeps
-# 90 days, so only the last 90 days have data; older keys just export nothing.
-ACTIVITY_EXPORT_START = "2026-09-01"
-activity_export_partitions = dg.DailyPartitionsDefinition(
-    start_date=ACTIVITY_EXPORT_START, timezone="UTC"
-)
+# From SUPPORTFLOW_PARTITIONS_START, fixed per deployment so partition keys (and their history in
+# the UI) stay stable. The retention period keeps 90 days; older keys just export nothing.
+activity_export_partitions = daily_partitions()
 
 
 @dg.asset(
@@ -319,6 +316,61 @@ activity_export_schedule = dg.build_schedule_from_partitioned_job(
 )
 
 
+@dg.asset_check(
+    asset=activities,
+    name="activity_days_within_partitions",
+    description=(
+        "No activity is on a day before the daily partitions start "
+        "(SUPPORTFLOW_PARTITIONS_START): such a day could never be exported."
+    ),
+)
+def activity_days_within_partitions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    start = activity_export_partitions.start
+    with warehouse.connection() as conn:
+        days = conn.execute(
+            "select (occurred_at at time zone 'UTC')::date as day, count(*) from raw.activities"
+            " where occurred_at < %s group by 1 order by 1",
+            (start,),
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not days,
+        metadata={
+            "partitions_start": start.date().isoformat(),
+            "days_before_start": len(days),
+            "activities_before_start": sum(count for _, count in days),
+            "first_days": dg.MetadataValue.json([day.isoformat() for day, _ in days[:10]]),
+        },
+    )
+
+
+EXPORT_LAG_MINUTES = 10
+
+
+@dg.asset_check(
+    asset=activity_export,
+    name="exports_match_their_day",
+    description=(
+        "Every exported day's files still equal its rows: no late activity or ticket delete "
+        f"has waited more than {EXPORT_LAG_MINUTES} minutes for the day's re-export."
+    ),
+)
+def exports_match_their_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        stale = conn.execute(
+            "select day, changed_at from control.activity_export_days"
+            " where exported_at is not null and changed_at > exported_at"
+            " and changed_at < now() - make_interval(mins => %s) order by day",
+            (EXPORT_LAG_MINUTES,),
+        ).fetchall()
+    return dg.AssetCheckResult(
+        passed=not stale,
+        metadata={
+            "stale_days": len(stale),
+            "first_stale_days": dg.MetadataValue.json([day.isoformat() for day, _ in stale[:10]]),
+        },
+    )
+
+
 def build_defs(settings: Settings) -> dg.Definitions:
     """The activities definitions, with the retention period from the settings."""
     retention = (
@@ -330,6 +382,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[activities, activity_export],
+        asset_checks=[activity_days_within_partitions, exports_match_their_day],
         jobs=[
             activities_drain_job,
             activity_deletes_drain_job,

@@ -175,16 +175,22 @@ def export_day(
     current: _TenantFiles | None = None
     try:
         with conn.cursor() as cur, cur.copy(query) as copy:
-            reader = pacsv.open_csv(
-                io.BufferedReader(_ChunkReader(copy), buffer_size=1 << 20),
-                read_options=pacsv.ReadOptions(
-                    column_names=list(_WIRE_TYPES), block_size=block_size
-                ),
-                # no newlines_in_values: every text column is validated printable on arrival
-                # and jsonb's text form escapes newlines, so blocks split in parallel safely
-                convert_options=pacsv.ConvertOptions(
-                    column_types=_WIRE_TYPES, strings_can_be_null=False
-                ),
+            stream = io.BufferedReader(_ChunkReader(copy), buffer_size=1 << 20)
+            # a day without user activities: COPY sends nothing, which Arrow cannot open
+            reader = (
+                pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(
+                        column_names=list(_WIRE_TYPES), block_size=block_size
+                    ),
+                    # no newlines_in_values: every text column is validated printable on
+                    # arrival and jsonb's text form escapes newlines, so blocks split safely
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=_WIRE_TYPES, strings_can_be_null=False
+                    ),
+                )
+                if stream.peek(1)
+                else ()
             )
             for wire_batch in reader:
                 for tenant_id, piece in _tenant_runs(_to_export_batch(wire_batch)):

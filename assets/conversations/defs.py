@@ -24,7 +24,7 @@ from assets.conversations.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
-from resources.partitions import window_days
+from resources.partitions import daily_partitions, window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -341,11 +341,8 @@ conversation_closure_schedule = dg.ScheduleDefinition(
 
 # --- daily figures -------------------------------------------------------------------------------
 
-# Fixed, so partition keys (and their history in the UI) stay stable.
-CONVERSATION_DAILY_START = "2026-11-01"
-conversation_daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=CONVERSATION_DAILY_START, timezone="UTC"
-)
+# From SUPPORTFLOW_PARTITIONS_START, fixed per deployment so partition keys stay stable.
+conversation_daily_partitions = daily_partitions()
 
 
 @dg.asset(

@@ -40,6 +40,7 @@ from assets.email.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
+from resources.partitions import daily_partitions
 from resources.queues import BatchOutcome, Message, QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -51,7 +52,6 @@ EMAIL_EVENTS_ROUTER_JOB = "email_events_router"
 EMAIL_RECEIPTS_JOB = "email_receipts_drain"
 TEMPLATE_STATS_JOB = "template_stats_daily"
 RETENTION_JOB = "notification_retention"
-STATS_START_DATE = "2025-01-01"
 
 
 @dataclass(frozen=True)
@@ -446,7 +446,7 @@ notification_history = dg.AssetSpec(
 
 def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
     """The email delivery definitions for one deployment (pod, time zone, senders)."""
-    partitions = dg.DailyPartitionsDefinition(start_date=STATS_START_DATE, timezone=config.timezone)
+    partitions = daily_partitions(config.timezone)
     template_stats = _template_stats_asset(partitions)
     stats_job = dg.define_asset_job(
         TEMPLATE_STATS_JOB,

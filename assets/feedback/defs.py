@@ -352,8 +352,91 @@ insight_reports_schedule = dg.build_schedule_from_partitioned_job(
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
+ENRICHMENT_LAG_MINUTES = 30
+
+
+@dg.asset_check(
+    asset=feedback_enrichment,
+    name="every_item_enriched",
+    description=(
+        "Every feedback item has language, sentiment and topics for its current text, except "
+        f"items written in the last {ENRICHMENT_LAG_MINUTES} minutes (the next run's)."
+    ),
+)
+def every_item_enriched(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        waiting, oldest = conn.execute(
+            "select count(*), min(updated_at) from raw.feedback_items"
+            " where enriched_hash is distinct from content_hash"
+            " and updated_at < now() - make_interval(mins => %s)",
+            (ENRICHMENT_LAG_MINUTES,),
+        ).fetchone()
+    return dg.AssetCheckResult(
+        passed=waiting == 0,
+        metadata={
+            "items_not_enriched": waiting,
+            "oldest_waiting_since": oldest.isoformat() if oldest else "",
+        },
+    )
+
+
+@dg.asset_check(
+    asset=insight_reports,
+    name="one_report_per_workspace_and_day",
+    description=(
+        "Each reported day (not waiting for a re-report) has one report per workspace, whose "
+        "item count equals the workspace's items of that day written before the report."
+    ),
+)
+def one_report_per_workspace_and_day(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connection() as conn:
+        wrong = conn.execute(
+            """
+            with days as (
+                select day, reported_at from control.insight_report_days
+                where reported_at is not null
+                  and (changed_at is null or changed_at <= reported_at)
+            ), expected as (
+                select f.workspace_id, d.day, count(*) as items
+                from days d
+                join raw.feedback_items f
+                  on f.created_at >= d.day::timestamp at time zone 'UTC'
+                 and f.created_at < (d.day + 1)::timestamp at time zone 'UTC'
+                 and f.ingested_at <= d.reported_at
+                group by 1, 2
+            ), reported as (
+                select r.workspace_id, r.day, r.items
+                from analytics.insight_reports r join days d using (day)
+                where r.source = 'all'
+            )
+            select coalesce(e.workspace_id, r.workspace_id), coalesce(e.day, r.day),
+                   coalesce(e.items, 0), coalesce(r.items, 0)
+            from expected e full join reported r using (workspace_id, day)
+            where coalesce(e.items, 0) <> coalesce(r.items, 0)
+            order by 2, 1
+            """
+        ).fetchall()
+        days = conn.execute(
+            "select count(*) from control.insight_report_days where reported_at is not null"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={
+            "days_reported": days,
+            "reports_disagreeing": len(wrong),
+            "first_disagreeing": dg.MetadataValue.json(
+                [
+                    {"workspace_id": w, "day": d.isoformat(), "items": e, "reported": r}
+                    for w, d, e, r in wrong[:10]
+                ]
+            ),
+        },
+    )
+
+
 defs = dg.Definitions(
     assets=[feedback_items, feedback_enrichment, insight_reports],
+    asset_checks=[every_item_enriched, one_report_per_workspace_and_day],
     jobs=[feedback_ingest_job, feedback_pull_job, insight_reports_job],
     schedules=[feedback_pull_schedule, insight_reports_schedule],
 )

@@ -39,6 +39,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from assets.feedback.store import begin_day_report
+from resources.columns import table_schema
+from resources.partitions import daily_partitions
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
 
@@ -389,7 +391,8 @@ def report_path(workspace: str, day: date) -> str:
 
 # --- the Dagster asset ---------------------------------------------------------------------------
 
-insight_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timezone="UTC")
+# From SUPPORTFLOW_PARTITIONS_START, fixed per deployment so partition keys stay stable.
+insight_partitions = daily_partitions()
 
 
 @dg.asset(
@@ -407,19 +410,17 @@ insight_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", timez
     "with a sentiment chart here and as HTML next to the exports.",
     metadata={
         "dagster/table_name": "analytics.insight_reports",
-        "dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn("workspace_id", "bigint"),
-                dg.TableColumn("day", "date"),
-                dg.TableColumn("source", "text", description="source kind or 'all'"),
-                dg.TableColumn("items", "integer"),
-                dg.TableColumn("positive", "integer"),
-                dg.TableColumn("neutral", "integer"),
-                dg.TableColumn("negative", "integer"),
-                dg.TableColumn("avg_sentiment", "double precision"),
-                dg.TableColumn("top_topics", "jsonb"),
-                dg.TableColumn("anomalies", "jsonb"),
-            ]
+        "dagster/column_schema": table_schema(
+            ("workspace_id", "bigint", "control.workspaces.workspace_id"),
+            ("day", "date", "the UTC day reported (the partition)"),
+            ("source", "text", "source kind or 'all'"),
+            ("items", "integer", "feedback items written that day"),
+            ("positive", "integer", "items labelled positive"),
+            ("neutral", "integer", "items labelled neutral"),
+            ("negative", "integer", "items labelled negative"),
+            ("avg_sentiment", "double precision", "mean sentiment score, -1 .. 1"),
+            ("top_topics", "jsonb", "the day's most frequent topics with their counts"),
+            ("anomalies", "jsonb", "what departed from the rolling baseline, and how far"),
         ),
     },
 )

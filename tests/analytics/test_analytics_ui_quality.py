@@ -57,6 +57,23 @@ def test_every_table_asset_shows_its_columns(asset_nodes):
     assert missing == []
 
 
+def test_every_column_shown_has_a_type_and_a_description(asset_nodes):
+    """The UI's column table is the analysts' data dictionary: no blank type or meaning."""
+    incomplete = []
+    for key, node in asset_nodes.items():
+        schema = (node.metadata or {}).get("dagster/column_schema")
+        if schema is None:
+            continue
+        # a TableSchema as declared, or the metadata value dagster-dbt builds from schema.yml
+        columns = schema.schema.columns if hasattr(schema, "schema") else schema.columns
+        for column in columns:
+            if not (column.type or "").strip() or column.type == "?":
+                incomplete.append(f"{key.to_user_string()}.{column.name}: no type")
+            if not (column.description or "").strip():
+                incomplete.append(f"{key.to_user_string()}.{column.name}: no description")
+    assert incomplete == []
+
+
 def test_the_raw_tables_feed_the_marts(asset_nodes):
     raw = {
         "zendesk_tickets",
@@ -103,3 +120,14 @@ def test_jobs_schedules_and_sensors_are_described(defs):
         if sensor.default_status != dg.DefaultSensorStatus.RUNNING:
             problems.append(f"sensor {sensor.name}: off by default")
     assert problems == []
+
+
+def test_every_daily_partition_set_starts_on_the_one_configured_day(asset_nodes):
+    """SUPPORTFLOW_PARTITIONS_START (the tests set 2024-01-01) is the first day of every set."""
+    starts = {
+        key.to_user_string(): node.partitions_def.start.date().isoformat()
+        for key, node in asset_nodes.items()
+        if isinstance(node.partitions_def, dg.TimeWindowPartitionsDefinition)
+    }
+    assert len(starts) >= 4  # activity export, template stats, insight reports, conversations
+    assert set(starts.values()) == {"2024-01-01"}, starts

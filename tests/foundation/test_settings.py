@@ -29,8 +29,10 @@ def test_email_retention_and_ticket_settings_come_from_the_environment(tmp_path)
             "SUPPORTFLOW_EXPORT_URL": "s3://exports/acme",
             "SUPPORTFLOW_ALERT_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:alerts",
             "SES_SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:1:a, arn:aws:sns:eu-west-1:1:b",
+            "SUPPORTFLOW_PARTITIONS_START": " 2026-06-15 ",
         }
     )
+    assert settings.partitions_start == "2026-06-15"
     assert settings.home == tmp_path.resolve()
     assert settings.email_timezone == "Europe/Berlin"
     assert settings.email_default_pod == "eu-1"
@@ -53,6 +55,7 @@ def test_defaults_when_nothing_is_set(tmp_path):
     assert (settings.queue_backend, settings.pod) == ("postgres", "default")
     assert settings.export_url == str(tmp_path.resolve() / "exports")
     assert settings.secret_key is None and settings.email_internal_senders == ()
+    assert settings.partitions_start == "2026-11-01"
 
 
 BAD_VALUES = [
@@ -64,6 +67,8 @@ BAD_VALUES = [
     ("SUPPORTFLOW_ACTIVITY_RETENTION_DAYS", "-3", "at least"),
     ("SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", "1.5", "whole number"),
     ("SUPPORTFLOW_QUEUE_BACKEND", "kafka", "one of postgres, sqs"),
+    ("SUPPORTFLOW_PARTITIONS_START", "2026-13-01", "a date as YYYY-MM-DD"),
+    ("SUPPORTFLOW_PARTITIONS_START", "last month", "a date as YYYY-MM-DD"),
 ]
 
 

@@ -176,19 +176,35 @@ def queue_stats() -> None:
 @cli.command("dev")
 @click.option("--port", default=3000, show_default=True, type=int)
 @click.option("--host", default="127.0.0.1", show_default=True)
-def dev(port: int, host: str) -> None:
+@click.option(
+    "--demo-interval",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="After `supportflow demo`: seconds between the living demo's rounds of events.",
+)
+def dev(port: int, host: str, demo_interval: float) -> None:
     """Open the Dagster UI (and daemon) on the supportflow code location; Ctrl-C or SIGTERM
-    stops all of it."""
+    stops all of it. After `supportflow demo` it also keeps the demo alive: its sandbox served
+    again and a gentle stream of new events."""
     from orchestration.dev import dev_commands, supervise
     from orchestration.instance import write_instance
+    from orchestration.living_demo import start_living_demo
     from resources.runtime import warehouse_url
     from resources.settings import dev_environment, put_first_on_path
 
     settings = load_settings()
-    warehouse_url(settings)
+    database_url = warehouse_url(settings)
     write_instance(settings)
     put_first_on_path(str(Path(sys.executable).parent))  # dbt, for the manifest (prepare_if_dev)
-    sys.exit(supervise(dev_commands(host, port), dev_environment()))
+    environment = dev_environment()  # before the living demo sets its webhook keys here
+    stop_living_demo = start_living_demo(settings, database_url, demo_interval)
+    try:
+        code = supervise(dev_commands(host, port), environment)
+    finally:
+        if stop_living_demo is not None:
+            stop_living_demo()
+    sys.exit(code)
 
 
 def _register_domains() -> None:

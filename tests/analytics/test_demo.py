@@ -118,14 +118,12 @@ def test_demo_runs_are_recorded_in_the_local_dagster_instance(two_runs, demo_hom
         "zendesk_desk_sync",
         "activities_drain",
         "email_receipts_drain",
-        "activity_export_daily",
-        "template_stats_daily",
-        "insight_reports_job",
-        "feedback_pull_job",
+        "__ASSET_JOB",  # the runs of the asset backfills (daily partitions)
+        "feedback_ingest_job",
         "conversation_messages_drain",
         "conversation_events_drain",
         "conversation_closure",
-        "conversation_daily_job",
+        "analytics_dbt_build",
     } <= jobs
 
 
@@ -214,3 +212,181 @@ def test_demo_conversations_go_through_every_step(two_runs, demo_home):
     assert counters and counters == recount
     assert from_conversations > 100
     assert daily[0] > 0 and daily[1] > 0
+
+
+# --- the first hour in the Dagster UI, through the webserver's GraphQL API ----------------------
+
+RUNS_QUERY = """
+{
+  runsOrError(limit: 1000) {
+    __typename
+    ... on Runs {
+      results {
+        runId jobName status creationTime
+        tags { key value }
+        repositoryOrigin { repositoryLocationName repositoryName }
+      }
+    }
+  }
+}
+"""
+BACKFILLS_QUERY = """
+{
+  partitionBackfillsOrError(limit: 100) {
+    __typename
+    ... on PartitionBackfills {
+      results { id status isAssetBackfill partitionNames assetSelection { path } }
+    }
+  }
+}
+"""
+ASSETS_QUERY = """
+{
+  assetNodes {
+    assetKey { path }
+    staleStatus
+    isPartitioned
+    assetPartitionStatuses {
+      __typename
+      ... on TimePartitionStatuses { ranges { status startKey endKey } }
+      ... on DefaultPartitionStatuses { materializedPartitions }
+    }
+  }
+}
+"""
+LAUNCHER_TAGS = ("dagster/sensor_name", "dagster/schedule_name", "dagster/backfill")
+NOISE = ("Warning", "WARNING", "warnings.warn", "superseded")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _graphql(base: str, query: str) -> dict:
+    import httpx
+
+    response = httpx.post(f"{base}/graphql", json={"query": query}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _runs(base: str) -> list[dict]:
+    runs = _graphql(base, RUNS_QUERY)["runsOrError"]
+    assert runs["__typename"] == "Runs", runs
+    for run in runs["results"]:
+        run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
+    return runs["results"]
+
+
+def _materialized_days(ranges: list[dict]) -> set[str]:
+    from datetime import date, timedelta
+
+    days: set[str] = set()
+    for r in ranges:
+        if r["status"] != "MATERIALIZED":
+            continue
+        day, end = date.fromisoformat(r["startKey"]), date.fromisoformat(r["endKey"])
+        while day <= end:
+            days.add(day.isoformat())
+            day += timedelta(days=1)
+    return days
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_first_hour_in_the_ui(two_runs, demo_home, tmp_path):
+    """After two demos the UI (GraphQL) shows every demo run attached to the code location and
+    to its launcher, and the demo's backfills with their days materialized;
+    then `supportflow dev` keeps the demo alive: new runs appear, and none fails. Neither demo
+    wrote a warning on stderr."""
+    import signal
+    import time
+
+    first, second = two_runs
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    for demo in (first, second):
+        noisy = [line for line in demo.stderr.splitlines() if any(n in line for n in NOISE)]
+        assert not noisy, noisy[:5]
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTFLOW_", "DAGSTER_"))}
+    env["SUPPORTFLOW_HOME"] = str(demo_home)
+    log = (tmp_path / "dev.log").open("w+")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "dev", "--port", str(port)]
+        + ["--demo-interval", "10"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    dev_started = time.time()
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert dev.poll() is None, _tail(log)
+            try:
+                demo_runs = _runs(base)
+                break
+            except Exception:  # noqa: BLE001 - not serving yet
+                assert time.monotonic() < deadline, f"the UI never answered: {_tail(log)}"
+                time.sleep(2)
+        demo_runs = [r for r in demo_runs if r["creationTime"] < dev_started]
+        assert len(demo_runs) >= 30, len(demo_runs)
+        for run in demo_runs:
+            assert run["status"] == "SUCCESS", run
+            origin = run["repositoryOrigin"]
+            assert origin and origin["repositoryLocationName"] == "orchestration.definitions", run
+            assert any(tag in run["tags"] for tag in LAUNCHER_TAGS), run
+        launched_by = {tag for run in demo_runs for tag in LAUNCHER_TAGS if tag in run["tags"]}
+        assert launched_by == set(LAUNCHER_TAGS)
+
+        backfills = _graphql(base, BACKFILLS_QUERY)["partitionBackfillsOrError"]["results"]
+        assert len(backfills) >= 4, backfills
+        assert {b["status"] for b in backfills} == {"COMPLETED_SUCCESS"}, backfills
+        nodes = {
+            "/".join(n["assetKey"]["path"]): n for n in _graphql(base, ASSETS_QUERY)["assetNodes"]
+        }
+        for backfill in backfills:
+            assert backfill["isAssetBackfill"] and len(backfill["partitionNames"]) == 7
+            for key in backfill["assetSelection"]:
+                statuses = nodes["/".join(key["path"])]["assetPartitionStatuses"]
+                assert set(backfill["partitionNames"]) <= _materialized_days(statuses["ranges"])
+
+        # the living demo: the generator publishes, sensors fire, the daemon launches runs
+        deadline = time.monotonic() + 300
+        while True:
+            new = [r for r in _runs(base) if r["creationTime"] >= dev_started]
+            failed = [r for r in new if r["status"] in ("FAILURE", "CANCELED")]
+            assert not failed, (failed, _tail(log))
+            succeeded = [r for r in new if r["status"] == "SUCCESS"]
+            if len(succeeded) >= 3:
+                break
+            assert time.monotonic() < deadline, (new, _tail(log))
+            time.sleep(5)
+        assert all(any(tag in r["tags"] for tag in LAUNCHER_TAGS) for r in succeeded)
+        dev.send_signal(signal.SIGTERM)
+        assert dev.wait(timeout=60) == 0
+        log.seek(0)
+        output = log.read()
+        assert "living demo: sandbox" in output
+        for noise in ("BetaWarning", "PreviewWarning", "DeprecationWarning", "superseded"):
+            assert noise not in output, output
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+        log.close()
+
+
+def _tail(log) -> str:
+    log.flush()
+    log.seek(0)
+    return log.read()[-4000:]

@@ -1,4 +1,5 @@
-"""What every daily-partitioned asset shares: one start day, and the days a run's window covers."""
+"""What every daily-partitioned or scheduled asset shares: one start day, the days a run's
+window covers, and how fresh the UI expects it to be."""
 
 from __future__ import annotations
 
@@ -21,3 +22,15 @@ def window_days(context: dg.AssetExecutionContext) -> list[date]:
     window = context.partition_time_window
     first, end = window.start.date(), window.end.date()
     return [first + timedelta(days=n) for n in range((end - first).days)]
+
+
+def fresh_within(schedule_period: timedelta) -> dg.FreshnessPolicy:
+    """The freshness an asset its schedule materializes every `schedule_period` promises: a
+    warning when one tick was missed, a failure when two were (the UI's health view)."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=2 * schedule_period + timedelta(minutes=30),
+        warn_window=schedule_period + timedelta(minutes=15),
+    )
+
+
+DAILY_FRESHNESS = fresh_within(timedelta(days=1))

@@ -25,7 +25,7 @@ from assets.activities.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
-from resources.partitions import daily_partitions, window_days
+from resources.partitions import DAILY_FRESHNESS, daily_partitions, window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.storage import ExportStorage
@@ -255,6 +255,7 @@ activity_export_partitions = daily_partitions()
     owners=OWNERS,
     deps=[activities],
     partitions_def=activity_export_partitions,
+    freshness_policy=DAILY_FRESHNESS,
     # A day's export is one sort of one partition: cheap per day, so a 30-day backfill packs
     # seven days into each run (5 runs, not 30 run processes on a small machine), while a failure
     # repeats at most a week and several runs can proceed side by side.
@@ -302,7 +303,6 @@ def activity_export(
 activity_export_job = dg.define_asset_job(
     "activity_export_daily",
     selection=[activity_export],
-    partitions_def=activity_export_partitions,
     description="Write one day's activity export files (Parquet and CSV) per tenant.",
 )
 # 01:00 UTC, for yesterday: an hour for yesterday's late events to arrive first.

@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
 from assets.analytics.project import dbt_project
+from resources.partitions import fresh_within
 from resources.settings import set_process_environ
 from resources.warehouse import WarehouseResource
 
@@ -72,6 +73,9 @@ def keep_partial_parse(run_target: Path, project: DbtProject) -> None:
     os.replace(scratch, destination)
 
 
+HOURLY_FRESHNESS = fresh_within(timedelta(hours=1))
+
+
 class SupportflowDbtTranslator(DagsterDbtTranslator):
     """dbt models as supportflow assets. Group and owners come from dbt_project.yml's meta and
     the raw-table asset keys from sources.yml (the default translator reads both); this adds a
@@ -81,6 +85,13 @@ class SupportflowDbtTranslator(DagsterDbtTranslator):
         tags = dict(super().get_tags(dbt_resource_props))
         layer = "mart" if "marts" in dbt_resource_props.get("fqn", []) else "staging"
         return {**tags, "supportflow/layer": layer}
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: Any) -> Any:
+        """Models are rebuilt hourly (analytics_marts_hourly): stale after a missed build."""
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if unique_id.startswith("model."):
+            return spec.replace_attributes(freshness_policy=HOURLY_FRESHNESS)
+        return spec
 
 
 # Some pipeline assets write several raw tables (conversation_tickets: the tickets and their

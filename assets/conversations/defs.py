@@ -24,7 +24,7 @@ from assets.conversations.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
-from resources.partitions import daily_partitions, window_days
+from resources.partitions import DAILY_FRESHNESS, daily_partitions, window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -352,6 +352,7 @@ conversation_daily_partitions = daily_partitions()
     kinds={"postgres"},
     deps=["conversation_messages", "conversation_tickets"],
     partitions_def=conversation_daily_partitions,
+    freshness_policy=DAILY_FRESHNESS,
     # A day is a few aggregate queries: a backfill of any length runs as one run.
     backfill_policy=dg.BackfillPolicy.single_run(),
     description="analytics.conversation_daily per UTC day, tenant and origin: new tickets, "
@@ -377,7 +378,6 @@ def conversation_daily(
 conversation_daily_job = dg.define_asset_job(
     "conversation_daily_job",
     selection=[conversation_daily],
-    partitions_def=conversation_daily_partitions,
     description="Compute one day's conversation figures per tenant and origin.",
 )
 # 00:30 UTC, for yesterday: half an hour for yesterday's late messages to arrive.

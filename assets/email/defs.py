@@ -40,7 +40,7 @@ from assets.email.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
-from resources.partitions import daily_partitions
+from resources.partitions import DAILY_FRESHNESS, daily_partitions
 from resources.queues import BatchOutcome, Message, QueueResource, drain
 from resources.settings import Settings
 from resources.warehouse import WarehouseResource
@@ -337,6 +337,7 @@ def _template_stats_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
         kinds={"postgres"},
         deps=["notifications", "delivery_events"],
         partitions_def=partitions,
+        freshness_policy=DAILY_FRESHNESS,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=8),
         description=(
             "analytics.template_stats_daily: notifications per (day, tenant, template, current "
@@ -451,7 +452,6 @@ def build_defs(config: EmailDeliverySettings) -> dg.Definitions:
     stats_job = dg.define_asset_job(
         TEMPLATE_STATS_JOB,
         selection=["template_stats"],
-        partitions_def=partitions,
         description="Recompute analytics.template_stats_daily for the selected days.",
     )
     return dg.Definitions(

@@ -11,6 +11,7 @@ the daily reports. The domain logic lives in those modules; this one only wires 
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -34,6 +35,7 @@ from assets.feedback.store import (
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
 from resources.discourse import DiscourseClient, DiscourseError
+from resources.partitions import fresh_within
 from resources.queues import AlertFn, BatchOutcome, Message, QueueResource, drain
 from resources.warehouse import WarehouseResource
 
@@ -190,6 +192,10 @@ def apply_feedback_messages(connect: Connect, messages: list[Message]) -> BatchO
 # --- assets --------------------------------------------------------------------------------------
 
 
+# The sources are pulled and enriched every 15 minutes (feedback_pull_every_15_minutes).
+PULL_FRESHNESS = fresh_within(timedelta(minutes=15))
+
+
 class FeedbackPullConfig(dg.Config):
     """Run config of `feedback_items`: which workspace to pull (empty: all), and what to do."""
 
@@ -202,6 +208,7 @@ class FeedbackPullConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "postgres"},
+    freshness_policy=PULL_FRESHNESS,
     # The helpdesk source reads the tickets domain's tables, the conversations source the
     # conversations domain's messages.
     deps=[
@@ -267,6 +274,7 @@ def feedback_items(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "scikitlearn", "postgres"},
+    freshness_policy=PULL_FRESHNESS,
     deps=[feedback_items],
     description="Language (py3langid), sentiment (VADER or a per-tenant classifier when it "
     "beats VADER held out) and topics (TF-IDF + NMF per workspace) on raw.feedback_items.",

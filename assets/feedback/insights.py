@@ -40,7 +40,7 @@ from psycopg.types.json import Jsonb
 
 from assets.feedback.store import begin_day_report
 from resources.columns import table_schema
-from resources.partitions import daily_partitions
+from resources.partitions import DAILY_FRESHNESS, daily_partitions
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
 
@@ -402,6 +402,7 @@ insight_partitions = daily_partitions()
     kinds={"python", "postgres"},
     deps=[dg.AssetKey("feedback_enrichment")],
     partitions_def=insight_partitions,
+    freshness_policy=DAILY_FRESHNESS,
     retry_policy=dg.RetryPolicy(
         max_retries=3, delay=1, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.FULL
     ),
@@ -474,6 +475,5 @@ def insight_reports(
 insight_reports_job = dg.define_asset_job(
     "insight_reports_job",
     selection=[insight_reports],
-    partitions_def=insight_partitions,
     description="Daily feedback insight reports (one partition per day).",
 )

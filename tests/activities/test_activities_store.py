@@ -135,8 +135,8 @@ def test_export_backfill_range_in_one_run(db_url, activity_tables, tenant, tmp_p
     assert activities.activity_export.backfill_policy.max_partitions_per_run == 7
 
 
-def test_export_schedule_materializes_yesterday():
-    schedule = activities.activity_export_schedule
+def test_export_schedule_materializes_yesterday(activity_defs):
+    schedule = activity_defs.resolve_schedule_def(activities.activity_export_schedule.name)
     tick_time = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
     context = dg.build_schedule_context(scheduled_execution_time=tick_time)
     (run_request,) = schedule.evaluate_tick(context).run_requests

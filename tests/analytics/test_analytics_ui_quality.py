@@ -131,3 +131,32 @@ def test_every_daily_partition_set_starts_on_the_one_configured_day(asset_nodes)
     }
     assert len(starts) >= 4  # activity export, template stats, insight reports, conversations
     assert set(starts.values()) == {"2024-01-01"}, starts
+
+
+def test_every_scheduled_asset_promises_a_freshness_its_schedule_keeps(defs, asset_nodes):
+    """The health view turns an asset stale when its schedule stopped: a freshness policy on
+    every asset a schedule materializes, warning only after a whole period without a run."""
+    import datetime as dt
+
+    from dagster._utils.schedules import cron_string_iterator
+
+    problems = []
+    for schedule in defs.schedules or []:
+        schedule = defs.resolve_schedule_def(schedule.name)
+        job = defs.resolve_job_def(schedule.job_name)
+        if job.asset_layer is None or not job.asset_layer.selected_asset_keys:
+            continue  # an op job (maintenance, closure sweep)
+        ticks = cron_string_iterator(
+            dt.datetime(2026, 11, 2, tzinfo=dt.UTC).timestamp(),
+            schedule.cron_schedule,
+            schedule.execution_timezone or "UTC",
+        )
+        first, second = next(ticks), next(ticks)
+        period = second - first
+        for key in job.asset_layer.selected_asset_keys:
+            policy = asset_nodes[key].freshness_policy
+            if policy is None:
+                problems.append(f"{key.to_user_string()}: no freshness policy ({schedule.name})")
+            elif policy.warn_window.to_timedelta() <= period:
+                problems.append(f"{key.to_user_string()}: warns within one {schedule.name} period")
+    assert problems == []

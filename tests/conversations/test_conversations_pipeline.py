@@ -319,7 +319,8 @@ def test_sensors_launch_one_drain_at_a_time(conv_defs, instance, resources, conv
 def test_definitions_declare_the_schedule_the_partitions_and_the_check(conv_defs):
     schedule = conv_defs.resolve_schedule_def("conversation_closure_every_2_minutes")
     assert schedule.cron_schedule == "*/2 * * * *"  # due tickets change within 5 minutes
-    assert conversation_daily_partitions.start.date() == date(2026, 11, 1)
+    # SUPPORTFLOW_PARTITIONS_START, which the tests set (tests/conftest.py)
+    assert conversation_daily_partitions.start.date() == date(2024, 1, 1)
     assert conversation_daily.backfill_policy == dg.BackfillPolicy.single_run()
     job = conv_defs.resolve_job_def("conversation_messages_drain")
     assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} == {

@@ -9,15 +9,17 @@ import dagster as dg
 import pytest
 
 
-def test_insight_reports_schedule_builds_yesterday():
-    from assets.feedback.defs import insight_reports_schedule
+def test_insight_reports_schedule_builds_yesterday(dagster_resources):
+    from assets.feedback.defs import defs
 
+    bound = dg.Definitions.merge(defs, dg.Definitions(resources=dagster_resources))
+    schedule = bound.resolve_schedule_def("insight_reports_schedule")
     context = dg.build_schedule_context(
         scheduled_execution_time=datetime(2026, 3, 10, 0, 40, tzinfo=UTC)
     )
-    requests = list(insight_reports_schedule.evaluate_tick(context).run_requests)
+    requests = list(schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-03-09"]
-    assert insight_reports_schedule.job_name == "insight_reports_job"
+    assert schedule.job_name == "insight_reports_job"
 
 
 def test_pull_schedule_and_jobs():

@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+from dagster._core.definitions.data_version import extract_data_version_from_entry
 
 from assets.email.rules import (
     DEFAULT_RETENTION_DAYS,
@@ -166,7 +167,23 @@ def notifications(
         retry_base_seconds=email_delivery.retry_base_seconds,
     )
     context.log.info("drained email_sent: %s %s", report, totals)
-    return dg.MaterializeResult(metadata={**report.as_metadata(), **totals})
+    changed = totals["inserted"] + totals["adopted_receipts"] > 0
+    return dg.MaterializeResult(
+        metadata={**report.as_metadata(), **totals},
+        data_version=_drain_data_version(context, changed),
+    )
+
+
+def _drain_data_version(context: dg.AssetExecutionContext, changed: bool) -> dg.DataVersion:
+    """A new data version when the drain changed the table, else the last one again: a drain
+    that found only duplicates (a second `supportflow demo`, a re-delivery) leaves what reads
+    the table in sync instead of "Unsynced (upstream data)" in the UI."""
+    if not changed:
+        record = context.instance.get_latest_data_version_record(context.asset_key)
+        version = record and extract_data_version_from_entry(record.event_log_entry)
+        if version:
+            return version
+    return dg.DataVersion(context.run_id)
 
 
 # --- delivery receipts (queue email_events.<pod>) -------------------------------------------------

@@ -302,7 +302,7 @@ def _materialized_days(ranges: list[dict]) -> set[str]:
 @pytest.mark.timeout(900)
 def test_the_first_hour_in_the_ui(two_runs, demo_home, tmp_path):
     """After two demos the UI (GraphQL) shows every demo run attached to the code location and
-    to its launcher, and the demo's backfills with their days materialized;
+    to its launcher, the demo's backfills with their days materialized and nothing unsynced;
     then `supportflow dev` keeps the demo alive: new runs appear, and none fails. Neither demo
     wrote a warning on stderr."""
     import signal
@@ -360,6 +360,8 @@ def test_the_first_hour_in_the_ui(two_runs, demo_home, tmp_path):
             for key in backfill["assetSelection"]:
                 statuses = nodes["/".join(key["path"])]["assetPartitionStatuses"]
                 assert set(backfill["partitionNames"]) <= _materialized_days(statuses["ranges"])
+        # asserted at the end, so that a failure here does not hide the living demo's
+        unsynced = sorted(name for name, n in nodes.items() if n["staleStatus"] == "STALE")
 
         # the living demo: the generator publishes, sensors fire, the daemon launches runs
         deadline = time.monotonic() + 300
@@ -380,6 +382,7 @@ def test_the_first_hour_in_the_ui(two_runs, demo_home, tmp_path):
         assert "living demo: sandbox" in output
         for noise in ("BetaWarning", "PreviewWarning", "DeprecationWarning", "superseded"):
             assert noise not in output, output
+        assert not unsynced, f"unsynced after the second demo: {unsynced}"
     finally:
         if dev.poll() is None:
             os.killpg(dev.pid, signal.SIGKILL)

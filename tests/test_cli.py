@@ -94,7 +94,7 @@ def test_queue_stats_lists_pod_queues_before_their_first_message(pg_queues, db):
         stats = run_cli("queue", "stats", env={"SUPPORTFLOW_POD": "us-1"})
     finally:
         db.execute("delete from control.email_tenant_pods where tenant_id = %s", (tenant,))
-    assert stats.returncode == 0, stats.stderr
+    assert stats.returncode == 0 and stats.stderr == "", stats.stderr  # no warnings either
     rows = {line.split()[0]: line.split()[1:] for line in stats.stdout.splitlines()[1:]}
     # the default pod's, this deployment's and a routed tenant's, all empty
     for queue in ("email_events.default", "email_events.us-1", "email_events.eu-2"):
@@ -136,5 +136,14 @@ def test_a_tenant_known_only_by_its_data_is_answered(db):
         result = run_cli("stats", "templates", tenant)
     finally:
         db.execute("delete from raw.notifications where tenant_id = %s", (tenant,))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stderr == "", result.stderr  # no warnings either
     assert result.stdout.startswith(f"tenant {tenant}: last 7 day(s) plus today")
+
+
+@pytest.mark.parametrize("args", [("insights", "nosuchws"), ("sources", "list", "nosuchws")])
+def test_an_unknown_workspace_is_one_line_and_exit_2(db_url, args):
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "supportflow: error: no workspace named 'nosuchws' (see `supportflow workspaces list`)"
+    ]

@@ -264,9 +264,19 @@ def register(cli: click.Group) -> None:
     def sources_list(workspace: str | None) -> None:
         """Sources (of one workspace, or all) with their config and cursor, and the last error
         of a source whose pulls fail."""
-        from assets.feedback.store import list_sources, source_errors
+        from assets.feedback.store import (
+            WorkspaceError,
+            get_workspace,
+            list_sources,
+            source_errors,
+        )
 
         with _connect()() as conn:
+            if workspace is not None:
+                try:
+                    get_workspace(conn, workspace)
+                except WorkspaceError as exc:
+                    raise UserError(str(exc)) from exc
             rows = list_sources(conn, workspace, active_only=False)
             errors = source_errors(conn, workspace)
         for source in rows:

@@ -498,3 +498,17 @@ def test_a_failed_batch_logs_its_kind_not_its_values(pg_queues, db, caplog):
         "select last_error from control.queue_messages where queue = 'activities'"
     ).fetchone()
     assert last_error == "ValueError: cannot store jane@example.org"  # kept for the operator
+
+
+def test_received_bodies_hold_every_number_jsonb_holds(pg_queues, db):
+    """Bodies are decoded by msgspec; a number it refuses (beyond a double, with a fraction,
+    which jsonb keeps exactly) is decoded as `json` does."""
+    huge = "1" + "0" * 400 + ".5"
+    pg_queues.send("activities", [{"activity_id": "n-1", "n": 12345678901234567890123}])
+    db.execute(
+        "insert into control.queue_messages (queue, dedup_id, body) "
+        "values ('activities', 'n-2', jsonb_build_object('activity_id', 'n-2', 'n', %s::numeric))",
+        (huge,),
+    )
+    got = {m.body["activity_id"]: m.body["n"] for m in pg_queues.receive("activities")}
+    assert got == {"n-1": 12345678901234567890123, "n-2": float("inf")}

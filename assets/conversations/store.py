@@ -32,6 +32,7 @@ from assets.conversations.rules import (
     CLOSABLE_STATES,
     DEFAULT_CLOSE_AFTER_MINUTES,
     NEUTRAL_BAND,
+    RESPONSE_KINDS,
     Assign,
     Attachment,
     Author,
@@ -57,6 +58,7 @@ from assets.conversations.rules import (
     parse_messages_body,
     place_message,
     rejects_future,
+    sentiment_label,
     trigger_for_kind,
     validate_condition,
 )
@@ -503,7 +505,7 @@ def refresh_membership(
             "where ticket_id = any(%(ids)s::bigint[]) "
             "and (%(queues)s::bigint[] is null or queue_id = any(%(queues)s))",
             {"ids": _ids(ids), "queues": only},
-        )
+        ).fetchall()
     }
     leaving = [key for key, value in current.items() if wanted.get(key) != value]
     joining = [(key, value) for key, value in wanted.items() if current.get(key) != value]
@@ -610,7 +612,9 @@ def counter_mismatches(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 _TICKET_COLUMNS = (
     "ticket_id, tenant_id, sequence, thread_id, origin_id, channel, author_external_id, state, "
-    "state_changed_at, created_at, closed_at, solved_at, followup_until, last_customer_message_at"
+    "state_changed_at, created_at, closed_at, solved_at, followup_until, last_customer_message_at, "
+    "visible_message_count, first_customer_message_at, first_response_at, star_rating, "
+    "sentiment_sum, sentiment_count"
 )
 
 
@@ -651,9 +655,45 @@ class _Ticket:
     new: bool = False
     dirty: bool = False
     first_text: str = ""
+    # derived properties (rule 16), kept incrementally while every message the batch adds to the
+    # ticket is newer than all it holds; `recompute` when one is not (or a message is stored
+    # removed): the stored messages are aggregated again after the batch is written
+    visible_message_count: int = 0
+    first_customer_message_at: datetime | None = None
+    first_response_at: datetime | None = None
+    star_rating: int | None = None
+    sentiment_sum: float = 0.0
+    sentiment_count: int = 0
+    derived_dirty: bool = False
+    recompute: bool = False
 
     def span(self) -> TicketSpan:
         return TicketSpan(self.ticket_id, self.state, self.created_at, self.closed_at)
+
+    def add_derived(self, message: ChannelMessage, score: float | None) -> None:
+        """Fold a live message newer than every message of the ticket into its derived values:
+        the same result as `refresh_derived`'s aggregate over all of them."""
+        self.visible_message_count += 1
+        if message.kind == "customer":
+            if self.first_customer_message_at is None:
+                self.first_customer_message_at = message.sent_at
+            self.last_customer_message_at = message.sent_at
+            if score is not None:
+                self.sentiment_sum += score
+                self.sentiment_count += 1
+            if message.rating is not None:
+                self.star_rating = message.rating
+        elif message.kind in RESPONSE_KINDS:
+            if self.first_response_at is None and self.first_customer_message_at is not None:
+                self.first_response_at = message.sent_at
+        self.derived_dirty = True
+
+    def sentiment(self, band: float) -> tuple[float | None, str | None]:
+        """(mean score of its customer messages, label) as `refresh_derived` sets them."""
+        if not self.sentiment_count:
+            return None, None
+        score = self.sentiment_sum / self.sentiment_count
+        return score, sentiment_label(score, band)
 
 
 @dataclass
@@ -732,8 +772,11 @@ class _Session:
         self.threads_by_id: dict[int, _Thread] = {}
         self.tickets: dict[int, _Ticket] = {}
         self.changes: list[tuple[_Ticket, str | None, str, str, str | None, datetime]] = []
-        self.touched: set[int] = set()  # ids of existing tickets whose derived values may move
+        # ids of existing tickets whose derived values are aggregated again (flags, events)
+        self.touched: set[int] = set()
         self.touched_new: list[_Ticket] = []
+        self.moved: set[int] = set()  # ids of existing tickets whose state an event changed
+        self.members: set[int] = set()  # ids of existing tickets a message was added to
         lock_tenants(conn, self.tenants)
         self.close_after = close_after_minutes(conn, self.tenants, default_close_after)
         self.origins: dict[tuple[str, str], Origin] = {}
@@ -783,6 +826,12 @@ class _Session:
             solved_at=row[11],
             followup_until=row[12],
             last_customer_message_at=row[13],
+            visible_message_count=row[14],
+            first_customer_message_at=row[15],
+            first_response_at=row[16],
+            star_rating=row[17],
+            sentiment_sum=row[18],
+            sentiment_count=row[19],
         )
         self.tickets[ticket.ticket_id] = ticket
         return ticket
@@ -864,7 +913,7 @@ class _Session:
                 """
             ).format(_columns(_TICKET_COLUMNS)),
             (_ids(loaded_ids),),
-        ):
+        ).fetchall():
             ticket = self._ticket(row)
             ticket.thread.latest = ticket
         oldest = [
@@ -882,7 +931,7 @@ class _Session:
                 """
             ).format(_columns(_TICKET_COLUMNS, "t")),
             (_records(thread_id=loaded_ids, since=oldest),),
-        ):
+        ).fetchall():
             ticket = self._ticket(row)
             if ticket not in ticket.thread.closed:
                 ticket.thread.closed.append(ticket)
@@ -963,7 +1012,7 @@ class _Session:
 
     def touch(self, ticket: _Ticket) -> None:
         if not ticket.new:
-            self.touched.add(ticket.ticket_id)
+            self.members.add(ticket.ticket_id)
 
     def route(
         self, item: Incoming, origin: Origin, by_ref: Mapping[tuple[str, str, int], _Ticket]
@@ -1022,9 +1071,17 @@ class _Session:
         m = item.message
         if ticket is None:
             return
-        if thread.last_message_at is None or m.sent_at > thread.last_message_at:
+        # the thread's newest message bounds every message of its tickets: a message newer than
+        # it is newer than all its ticket holds, and folds into the derived values as they are
+        newest = thread.last_message_at is None or m.sent_at > thread.last_message_at
+        if newest:
             thread.last_message_at = m.sent_at
             thread.dirty = True
+        if not ticket.recompute:
+            if newest and not item.deleted:
+                ticket.add_derived(m, item.sentiment_score)
+            else:
+                ticket.recompute = True
         self.touch(ticket)
         if ticket.state != "closed":
             self.settle(ticket, m.sent_at)
@@ -1071,7 +1128,7 @@ class _Session:
                 "select nextval(pg_get_serial_sequence('raw.conversation_tickets', 'ticket_id')) "
                 "from generate_series(1, %s)",
                 (len(new_tickets),),
-            )
+            ).fetchall()
         ]
         per_tenant = Counter(t.tenant_id for t in new_tickets)
         tenants = sorted(per_tenant)
@@ -1099,10 +1156,13 @@ class _Session:
             copy raw.conversation_tickets (ticket_id, tenant_id, sequence, thread_id, origin_id,
                 channel, author_external_id, state, state_changed_at, created_at, closed_at,
                 solved_at, followup_until, last_customer_message_at, language, tags, priority,
-                custom_fields)
+                custom_fields, visible_message_count, first_customer_message_at,
+                first_response_at, star_rating, sentiment_sum, sentiment_count, sentiment_score,
+                sentiment_label)
             from stdin
             """
         ) as copy:
+            band = self.engines.neutral_band
             for ticket, language in zip(new_tickets, languages, strict=True):
                 tags, priority, custom = enrichment.get(
                     (ticket.tenant_id, ticket.author_external_id), ([], None, {})
@@ -1127,11 +1187,19 @@ class _Session:
                         tags,
                         priority or "normal",
                         Jsonb(custom),
+                        ticket.visible_message_count,
+                        ticket.first_customer_message_at,
+                        ticket.first_response_at,
+                        ticket.star_rating,
+                        ticket.sentiment_sum,
+                        ticket.sentiment_count,
+                        *ticket.sentiment(band),
                     )
                 )
         for ticket in new_tickets:
             ticket.new = False
             ticket.dirty = False
+            ticket.derived_dirty = False
 
     def _enrichment(self, tickets: Sequence[_Ticket]) -> dict[tuple[str, str], tuple]:
         keys = sorted({(t.tenant_id, t.author_external_id) for t in tickets})
@@ -1170,33 +1238,64 @@ class _Session:
             thread.dirty = False
 
     def write_ticket_states(self) -> None:
-        dirty = [t for t in self.tickets.values() if t.dirty]
+        """One update for the existing tickets whose state or derived values moved (`d`: the
+        derived values were kept in memory and are written too)."""
+        dirty = [t for t in self.tickets.values() if t.dirty or t.derived_dirty]
         if not dirty:
             return
+        band = self.engines.neutral_band
+        derived = [t.derived_dirty and not t.recompute for t in dirty]
+        sentiments = [t.sentiment(band) for t in dirty]
+        kept = [
+            "visible_message_count",
+            "first_customer_message_at",
+            "last_customer_message_at",
+            "first_response_at",
+            "star_rating",
+            "sentiment_sum",
+            "sentiment_count",
+            "sentiment_score",
+            "sentiment_label",
+        ]
+        states = ["ticket_id", "state", "state_changed_at", "closed_at", "solved_at"]
+        values = {
+            name: [getattr(t, name) for t in dirty]
+            for name in [*states, "followup_until", *kept[:-2]]  # the sentiment: computed
+        }
+        values["sentiment_score"] = [score for score, _ in sentiments]
+        values["sentiment_label"] = [label for _, label in sentiments]
         self.conn.execute(
-            """
-            update raw.conversation_tickets t
-            set state = u.state, state_changed_at = u.state_changed_at, closed_at = u.closed_at,
-                solved_at = u.solved_at, followup_until = u.followup_until, updated_at = now()
-            from json_to_recordset(%s::json)
-                as u(ticket_id bigint, state text, state_changed_at timestamptz,
-                     closed_at timestamptz, solved_at timestamptz, followup_until timestamptz)
-            where t.ticket_id = u.ticket_id
-            """,
-            (
-                _records(
-                    ticket_id=[t.ticket_id for t in dirty],
-                    state=[t.state for t in dirty],
-                    state_changed_at=[t.state_changed_at for t in dirty],
-                    closed_at=[t.closed_at for t in dirty],
-                    solved_at=[t.solved_at for t in dirty],
-                    followup_until=[t.followup_until for t in dirty],
-                ),
+            sql.SQL(
+                """
+                update raw.conversation_tickets t
+                set state = u.state, state_changed_at = u.state_changed_at,
+                    closed_at = u.closed_at, solved_at = u.solved_at,
+                    followup_until = u.followup_until, {}, updated_at = now()
+                from json_to_recordset(%s::json)
+                    as u(ticket_id bigint, state text, state_changed_at timestamptz,
+                         closed_at timestamptz, solved_at timestamptz,
+                         followup_until timestamptz, d boolean,
+                         visible_message_count integer, first_customer_message_at timestamptz,
+                         last_customer_message_at timestamptz, first_response_at timestamptz,
+                         star_rating smallint, sentiment_sum float8, sentiment_count integer,
+                         sentiment_score float8, sentiment_label text)
+                where t.ticket_id = u.ticket_id
+                """
+            ).format(
+                sql.SQL(", ").join(
+                    sql.SQL("{0} = case when u.d then u.{0} else t.{0} end").format(
+                        sql.Identifier(name)
+                    )
+                    for name in kept
+                )
             ),
+            (_records(d=derived, **values),),
         )
         for ticket in dirty:
+            if ticket.dirty:
+                self.moved.add(ticket.ticket_id)
             ticket.dirty = False
-            self.touched.add(ticket.ticket_id)
+            ticket.derived_dirty = False
 
     def write_changes(self) -> int:
         if not self.changes:
@@ -1220,9 +1319,10 @@ class _Session:
         self.write_thread_updates()
         self.write_ticket_states()
         written = self.write_changes()
-        ids = sorted(self.touched | {t.ticket_id for t in self.touched_new})
-        refresh_derived(self.conn, ids, band)
-        refresh_membership(self.conn, ids)
+        recompute = self.touched | {t.ticket_id for t in self.tickets.values() if t.recompute}
+        refresh_derived(self.conn, sorted(recompute), band)
+        ids = self.touched | self.moved | self.members | {t.ticket_id for t in self.touched_new}
+        refresh_membership(self.conn, sorted(ids))
         return written
 
 
@@ -1243,6 +1343,8 @@ def refresh_derived(conn: psycopg.Connection, ticket_ids: Sequence[int], band: f
                    min(sent_at) filter (where kind = 'customer') as first_customer,
                    max(sent_at) filter (where kind = 'customer') as last_customer,
                    avg(sentiment_score) filter (where kind = 'customer') as sentiment,
+                   sum(sentiment_score) filter (where kind = 'customer') as sentiment_sum,
+                   count(sentiment_score) filter (where kind = 'customer') as sentiment_count,
                    (array_agg(rating order by sent_at desc, message_id desc)
                        filter (where kind = 'customer' and rating is not null))[1] as rating
             from live group by ticket_id
@@ -1259,6 +1361,8 @@ def refresh_derived(conn: psycopg.Connection, ticket_ids: Sequence[int], band: f
             first_response_at = r.first_response,
             star_rating = a.rating,
             sentiment_score = a.sentiment,
+            sentiment_sum = coalesce(a.sentiment_sum, 0),
+            sentiment_count = coalesce(a.sentiment_count, 0),
             sentiment_label = case
                 when a.sentiment is null then null
                 when a.sentiment >= %(band)s then 'positive'

@@ -9,16 +9,18 @@ that need the warehouse take it as a nested resource.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resources.alerts import AlertsResource
 from resources.discourse import DiscourseClient
 from resources.queues import PostgresQueues, QueueResource
 from resources.settings import Settings
 from resources.sqs import SqsQueues
-from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource, ensure_ready
 from resources.zendesk import ZendeskClient
+
+if TYPE_CHECKING:
+    from resources.storage import ExportStorage
 
 
 def make_warehouse(
@@ -49,6 +51,20 @@ def make_queues(
     return PostgresQueues(warehouse=warehouse)
 
 
+def make_export_storage(settings: Settings) -> ExportStorage:
+    """The export storage of `SUPPORTFLOW_EXPORT_URL`; on S3 through dagster-aws's S3Resource
+    (at `AWS_ENDPOINT_URL` when set; region and credentials from the standard AWS chain)."""
+    # dagster-aws adds over a second of imports, which the quick CLI commands that need only the
+    # warehouse or the queues (`db url`, `queue stats`) should not pay: imported here on purpose
+    from dagster_aws.s3 import S3Resource
+
+    from resources.storage import ExportStorage
+
+    return ExportStorage(
+        export_url=settings.export_url, s3=S3Resource(endpoint_url=settings.aws_endpoint_url)
+    )
+
+
 def build_resources(
     settings: Settings, *, for_dagster: bool = True, pool_timeout_seconds: float | None = None
 ) -> dict[str, Any]:
@@ -73,9 +89,7 @@ def build_resources(
             sns_topic_arn=settings.alert_sns_topic_arn or "",
             aws_endpoint_url=settings.aws_endpoint_url or "",
         ),
-        "export_storage": ExportStorage(
-            export_url=settings.export_url, aws_endpoint_url=settings.aws_endpoint_url or ""
-        ),
+        "export_storage": make_export_storage(settings),
         "zendesk": ZendeskClient(home=home, secret_key=secret_key),
         "discourse": DiscourseClient(home=home, secret_key=secret_key),
     }

@@ -9,6 +9,12 @@ directory (BI tools, a file share, a web server for the reports), so who may rea
 decided once, by the permissions of `SUPPORTFLOW_EXPORT_URL`'s directory (e.g. 0750 and a
 group), not file by file. They hold support data (activity details, feedback texts): put the
 directory where only those readers can reach it.
+
+On S3 the objects go through dagster-aws's `S3Resource` (the nested `s3` resource), so the
+bucket's endpoint, region, profile and retries are configured the way Dagster configures S3,
+and the Dagster UI shows that configuration; the credentials come from the standard AWS chain
+(environment, profile, instance or pod role). The writer needs `s3:PutObject`, `s3:GetObject`,
+`s3:DeleteObject` and `s3:ListBucket` on the export bucket and prefix.
 """
 
 from __future__ import annotations
@@ -16,17 +22,24 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 EXPORT_FILE_MODE = 0o644
 
 
 class ExportStorage(dg.ConfigurableResource):
-    """`export_url` is a directory path or `s3://bucket/prefix`."""
+    """`export_url` is a directory path or `s3://bucket/prefix`; `s3` is the S3 resource used
+    for an `s3://` URL (default: dagster-aws's `S3Resource()`, i.e. the standard AWS chain)."""
 
     export_url: str = ".supportflow/exports"
-    aws_endpoint_url: str = ""
+    s3: S3Resource | None = None
+    # one S3 client per resource instance: building a boto3 client costs tens of milliseconds
+    # and an export writes two objects per tenant (boto3 clients are thread-safe)
+    _s3_client: Any = PrivateAttr(default=None)
 
     @property
     def is_s3(self) -> bool:
@@ -111,7 +124,7 @@ class ExportStorage(dg.ConfigurableResource):
         key = "/".join(p for p in (prefix.strip("/"), relative_path.lstrip("/")) if p)
         return bucket, key
 
-    def _s3(self):
-        from dagster_aws.s3 import S3Resource
-
-        return S3Resource(endpoint_url=self.aws_endpoint_url or None).get_client()
+    def _s3(self) -> Any:
+        if self._s3_client is None:
+            self._s3_client = (self.s3 or S3Resource()).get_client()
+        return self._s3_client

@@ -3,6 +3,13 @@
 This is the only module that reads `os.environ`: every other module receives a `Settings` (or
 values from it). A value supportflow cannot use is one `ConfigError` naming the variable. The
 variable names are part of the contract in ARCHITECTURE.md.
+
+Secrets on AWS: `SUPPORTFLOW_SECRETS_ARN` names one AWS Secrets Manager secret (its ARN, or its
+name in the default region) whose text is a JSON object keyed by variable names, e.g.
+`{"SUPPORTFLOW_SECRET_KEY": "...", "MAILGUN_WEBHOOK_SIGNING_KEY": "..."}`; the keys it may hold
+are `SECRETS_MANAGER_VARIABLES`. A variable set in the environment wins over the secret's value.
+Every process that reads its settings (the code location and its run workers, the webhook
+service, the CLI) reads the secret once, at start: a rotated value is picked up on restart.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
+
+from resources.secrets import SecretError, read_secrets_manager_json
 
 
 class ConfigError(ValueError):
@@ -78,6 +87,39 @@ def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
 
 
+# What the Secrets Manager secret of SUPPORTFLOW_SECRETS_ARN may hold, by variable name.
+SECRETS_MANAGER_VARIABLES = (
+    "SUPPORTFLOW_SECRET_KEY",
+    "MAILGUN_WEBHOOK_SIGNING_KEY",
+    "SENDGRID_WEBHOOK_PUBLIC_KEY",
+)
+
+
+def _with_secrets_manager(
+    env: Mapping[str, str], name: str
+) -> tuple[Mapping[str, str], str | None, frozenset[str]]:
+    """`env` completed with the values of the Secrets Manager secret `name` names (an unset or
+    empty variable takes the secret's value; a set one keeps its own), that secret's id, and
+    the variables whose value came from it."""
+    secret_id = (env.get(name) or "").strip()
+    if not secret_id:
+        return env, None, frozenset()
+    try:
+        stored = read_secrets_manager_json(
+            secret_id, endpoint_url=env.get("AWS_ENDPOINT_URL") or None
+        )
+    except SecretError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    unknown = sorted(set(stored) - set(SECRETS_MANAGER_VARIABLES))
+    if unknown:
+        raise ConfigError(
+            f"{name}: the AWS Secrets Manager secret {secret_id} holds {', '.join(unknown)}; "
+            f"supportflow reads only {', '.join(SECRETS_MANAGER_VARIABLES)} from it"
+        )
+    taken = {key: value for key, value in stored.items() if value and not env.get(key)}
+    return {**env, **taken}, secret_id, frozenset(taken)
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -99,6 +141,9 @@ class Settings:
     email_retention_days: int = 7
     ticket_close_after_minutes: int = DEFAULT_TICKET_CLOSE_AFTER_MINUTES
     partitions_start: str = DEFAULT_PARTITIONS_START
+    # SUPPORTFLOW_SECRETS_ARN, and which variables took their value from that secret.
+    secrets_arn: str | None = None
+    from_secrets_manager: frozenset[str] = field(default_factory=frozenset)
     # The names of the variables that were set in the process environment: their values are
     # handed to Dagster as `dg.EnvVar`, so the UI shows a variable's name, never its value.
     from_process_env: frozenset[str] = field(default_factory=frozenset)
@@ -106,6 +151,14 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        env, secrets_arn, from_secrets_manager = _with_secrets_manager(
+            env, "SUPPORTFLOW_SECRETS_ARN"
+        )
+        if environ is None and from_secrets_manager:
+            # as if they had been set: Dagster then gets SUPPORTFLOW_SECRET_KEY as a dg.EnvVar
+            # (its name in the UI, never its value), resolved here and in the run workers
+            # this process starts
+            set_process_environ({name: env[name] for name in from_secrets_manager})
         home = Path(env.get("SUPPORTFLOW_HOME") or "./.supportflow").expanduser().resolve()
         backend = (env.get("SUPPORTFLOW_QUEUE_BACKEND") or "postgres").strip().lower()
         if backend not in QUEUE_BACKENDS:
@@ -138,6 +191,8 @@ class Settings:
                 env, "SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", DEFAULT_TICKET_CLOSE_AFTER_MINUTES
             ),
             partitions_start=partitions_start_from_env(env),
+            secrets_arn=secrets_arn,
+            from_secrets_manager=from_secrets_manager,
             from_process_env=frozenset(
                 name for name in _SECRET_VARIABLES if environ is None and env.get(name)
             ),

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import psycopg
 import pytest
@@ -22,11 +23,13 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[2]
 JOBS_FILE = Path(__file__).with_name("deploy_jobs.py")
 DESK_TAG = "supportflow/desk"
+COMPUTE_LOGS_BUCKET = f"dagster-logs-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
-def production_instance(db_url, tmp_path_factory):
-    """deploy/dagster.yaml as-is, its storage pointed (by env var) at a fresh database."""
+def production_instance(db_url, moto_endpoint, tmp_path_factory):
+    """deploy/dagster.yaml as-is, its storage pointed (by env var) at a fresh database and its
+    compute logs at a bucket in moto's S3."""
     from resources.warehouse import conninfo_to_url, ensure_database, with_database
 
     dbname = f"dagster_deploy_{uuid.uuid4().hex[:8]}"
@@ -40,6 +43,16 @@ def production_instance(db_url, tmp_path_factory):
             "DAGSTER_POSTGRES_URL", url.replace("postgresql://", "postgresql+psycopg2://")
         )
         monkeypatch.setenv("DAGSTER_HOME", str(home))
+        for name, value in {
+            "AWS_ENDPOINT_URL": moto_endpoint,  # boto3 reads it: the code server and runs too
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "DAGSTER_COMPUTE_LOGS_BUCKET": COMPUTE_LOGS_BUCKET,
+            "DAGSTER_COMPUTE_LOGS_PREFIX": "compute-logs",
+        }.items():
+            monkeypatch.setenv(name, value)
+        boto3.client("s3").create_bucket(Bucket=COMPUTE_LOGS_BUCKET)
         instance = dg.DagsterInstance.from_config(str(home))
         try:
             yield instance
@@ -52,6 +65,7 @@ def production_instance(db_url, tmp_path_factory):
 
 def test_production_instance_uses_postgres_and_the_queued_coordinator(production_instance):
     from dagster._core.run_coordinator import QueuedRunCoordinator
+    from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
     instance = production_instance
@@ -67,6 +81,7 @@ def test_production_instance_uses_postgres_and_the_queued_coordinator(production
         queue.tag_concurrency_limits
     )
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+    assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
 
 
 def _load_job():
@@ -193,6 +208,11 @@ def test_runs_for_one_desk_never_overlap_while_other_desks_run_alongside(
     assert a2.start_time >= a1.end_time
     # another desk: ran alongside the first
     assert b1.start_time < a1.end_time and a1.start_time < b1.end_time
+    # every run's step output reached the compute-log bucket (deploy/dagster.yaml, compute_logs)
+    listing = boto3.client("s3").list_objects_v2(Bucket=COMPUTE_LOGS_BUCKET, Prefix="compute-logs/")
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    for key, run_id in runs.items():
+        assert any(run_id in k for k in keys), (key, keys)
 
 
 def test_run_failure_sensor_raises_an_alert(resources, db):

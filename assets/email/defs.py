@@ -17,11 +17,13 @@ control.email_tenant_pods, default `default`), `SUPPORTFLOW_EMAIL_RETENTION_DAYS
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import pandas as pd
+import psycopg
 from dagster._core.definitions.data_version import extract_data_version_from_entry
 
 from assets.email.rules import (
@@ -386,9 +388,51 @@ def _template_stats_asset(partitions: dg.DailyPartitionsDefinition) -> dg.Assets
             with warehouse.connection() as conn:
                 rows[day.isoformat()] = write_template_stats_day(conn, day, email_delivery.zone)
             day += timedelta(days=1)
-        return dg.MaterializeResult(metadata={"rows_by_day": dg.MetadataValue.json(rows)})
+        with warehouse.connection() as conn:
+            preview = template_stats_preview(conn, first, last)
+        return dg.MaterializeResult(
+            metadata={
+                "rows_by_day": dg.MetadataValue.json(rows),
+                "preview": dg.MetadataValue.md(preview),
+            }
+        )
 
     return template_stats
+
+
+TEMPLATE_PREVIEW_ROWS = 15
+
+
+def template_stats_preview(conn: psycopg.Connection, first: date, last: date) -> str:
+    """The materialized days of analytics.template_stats_daily as a Markdown table: one row per
+    tenant and template, a column per status, the most sent first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select tenant_id as tenant, template_id as template, status, notification_count "
+            "from analytics.template_stats_daily where day between %s and %s",
+            (first, last),
+        )
+        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description or []])
+    if frame.empty:
+        return "No notifications on these days."
+    table = frame.pivot_table(
+        index=["tenant", "template"],
+        columns="status",
+        values="notification_count",
+        aggfunc="sum",
+        fill_value=0,
+    )
+    table = table.assign(total=table.sum(axis=1)).reset_index()
+    table = table.sort_values(
+        ["total", "tenant", "template"], ascending=[False, True, True], kind="stable"
+    )
+    shown = table.head(TEMPLATE_PREVIEW_ROWS)
+    more = len(table) - len(shown)
+    return shown.to_markdown(index=False) + (
+        f"\n\n_{more} more tenant/template row(s) in analytics.template_stats_daily._"
+        if more
+        else ""
+    )
 
 
 def _recent_days_schedule(job: Any, zone: str, days: int) -> dg.ScheduleDefinition:

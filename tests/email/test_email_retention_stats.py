@@ -282,3 +282,26 @@ def test_retention_masks_the_recipient_on_the_failure_activity(
     assert after["notification_id"] == notification["notification_id"]
     again = run_retention(connection_factory(db_url), datetime.now(UTC), BERLIN)
     assert (again.archived, again.activities_masked) == (0, 0)
+
+
+def test_template_stats_materialization_previews_the_days_counts(
+    db, db_url, email_tables, generator, tenant, resources
+):
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    seed(db_url, generator, tenant, [start + timedelta(hours=h) for h in (1, 2, 3)], "reply")
+    seed(db_url, generator, tenant, [start + timedelta(hours=4)], "welcome")
+    db.execute(
+        "update raw.notifications set status = 'delivered' where tenant_id = %s and sent_at = %s",
+        (tenant, start + timedelta(hours=2)),
+    )
+    stats = email_defs(resources).resolve_assets_def("template_stats")  # resources bound
+    result = dg.materialize([stats], partition_key=day.isoformat())
+    assert result.success
+    metadata = result.asset_materializations_for_node("template_stats")[0].metadata
+    assert metadata["rows_by_day"].value == {day.isoformat(): 3}
+    lines = metadata["preview"].value.splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+    # a column per status, the most sent template first
+    assert cells[0] == ["tenant", "template", "delivered", "sending", "total"]
+    assert cells[2:] == [[tenant, "reply", "1", "2", "3"], [tenant, "welcome", "0", "1", "1"]]

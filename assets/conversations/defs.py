@@ -8,10 +8,12 @@ that launch the drains are `sensors/conversations.py`.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
+import pandas as pd
 
-from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES
+from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES, STATES
 from assets.conversations.store import (
     Engines,
     MessageTally,
@@ -205,15 +207,46 @@ def conversation_messages_drain(
             "state_changes": tally.state_changes,
         },
     )
-    yield dg.MaterializeResult(asset_key="queue_counters", metadata=_counter_totals(warehouse))
+    yield dg.MaterializeResult(asset_key="queue_counters", metadata=_counter_metadata(warehouse))
 
 
-def _counter_totals(warehouse: WarehouseResource) -> dict[str, int]:
-    with warehouse.connection() as conn:
-        rows = conn.execute(
-            "select state, sum(ticket_count)::bigint from analytics.queue_counters group by state"
-        ).fetchall()
-    return {f"memberships_{state}": int(total) for state, total in sorted(rows)}
+COUNTER_PREVIEW_ROWS = 15
+
+
+def _counter_metadata(warehouse: WarehouseResource) -> dict[str, Any]:
+    """Memberships per state, and a preview of the counters: a row per work queue, a column per
+    state in lifecycle order, the queues with the most open (not yet solved) tickets first."""
+    with warehouse.connection() as conn, conn.cursor() as cur:
+        cur.execute(
+            "select c.tenant_id as tenant, coalesce(q.name, '#' || c.queue_id) as queue, "
+            "c.state, c.ticket_count "
+            "from analytics.queue_counters c left join control.work_queues q using (queue_id)"
+        )
+        counters = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description or []])
+    totals = counters.groupby("state")["ticket_count"].sum()  # sorted by state
+    metadata: dict[str, Any] = {f"memberships_{state}": int(n) for state, n in totals.items()}
+    if counters.empty:
+        metadata["preview"] = dg.MetadataValue.md("No work-queue members.")
+        return metadata
+    table = counters.pivot_table(
+        index=["tenant", "queue"],
+        columns="state",
+        values="ticket_count",
+        aggfunc="sum",
+        fill_value=0,
+    ).reindex(columns=[s for s in STATES if s in set(counters["state"])])
+    open_states = [s for s in table.columns if s not in ("solved", "closed")]
+    table = table.assign(open=table[open_states].sum(axis=1)).reset_index()
+    table = table.sort_values(
+        ["open", "tenant", "queue"], ascending=[False, True, True], kind="stable"
+    )
+    shown = table.head(COUNTER_PREVIEW_ROWS)
+    more = len(table) - len(shown)
+    metadata["preview"] = dg.MetadataValue.md(
+        shown.to_markdown(index=False)
+        + (f"\n\n_{more} more work queue(s) in analytics.queue_counters._" if more else "")
+    )
+    return metadata
 
 
 @dg.asset_check(

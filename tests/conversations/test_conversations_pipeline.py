@@ -392,3 +392,43 @@ def test_the_check_catches_a_counter_that_drifted_and_repair_fixes_it(
         assert store.repair_counters(db, "acme") == 1
     (check,) = job.execute_in_process(instance=instance).get_asset_check_evaluations()
     assert check.passed and check.metadata["memberships"].value == 1
+
+
+def test_the_counters_materialization_previews_queues_by_open_tickets(
+    conv_defs, instance, resources, conv_tables
+):
+    from tests.conversations.helpers import drain_config
+
+    db = conv_tables
+    with db.transaction():
+        store.add_origin(db, "acme", "Acme Mail", "mail", "mail-acme")
+        store.add_origin(db, "acme", "Acme Facebook", "facebook", "fb-acme")
+        store.save_work_queue(db, "acme", "everything", condition={"all": []}, create=True)
+        store.save_work_queue(
+            db, "acme", "facebook", condition={"field": "channel", "op": "eq", "value": "facebook"},
+            create=True,
+        )  # fmt: skip
+    resources["queues"].send(
+        "messages",
+        [{"type": "message", "tenant_id": "acme", "message_id": f"m{n}", "origin": "mail-acme",
+          "author": {"external_id": f"u{n}"}, "kind": "customer", "text": "Hello",
+          "sent_at": f"2026-11-20T10:0{n}:00Z"} for n in range(3)]
+        + [{"type": "message", "tenant_id": "acme", "message_id": "f1", "origin": "fb-acme",
+            "author": {"external_id": "f1"}, "kind": "customer", "text": "Hi",
+            "sent_at": "2026-11-20T10:05:00Z"}],
+    )  # fmt: skip
+    drain = conv_defs.resolve_assets_def("queue_counters")  # the drain, its resources bound
+    result = dg.materialize(
+        [drain], instance=instance, run_config=drain_config("conversation_messages_drain")
+    )
+    assert result.success
+    (counters,) = [
+        m for m in result.get_asset_materialization_events()
+        if m.asset_key == dg.AssetKey("queue_counters")
+    ]  # fmt: skip
+    metadata = counters.materialization.metadata
+    assert metadata["memberships_created"].value == 5  # 4 in everything, 1 in facebook
+    lines = metadata["preview"].value.splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in lines]
+    assert cells[0] == ["tenant", "queue", "created", "open"]
+    assert cells[2:] == [["acme", "everything", "4", "4"], ["acme", "facebook", "1", "1"]]

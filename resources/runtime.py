@@ -47,6 +47,7 @@ def make_queues(
             prefix=settings.sqs_prefix,
             endpoint_url=settings.aws_endpoint_url or "",
             warehouse=warehouse,
+            wait_time_seconds=settings.sqs_wait_seconds,
         )
     return PostgresQueues(warehouse=warehouse)
 

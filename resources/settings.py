@@ -83,6 +83,13 @@ def _pod(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
+def _sqs_wait_seconds(env: Mapping[str, str], name: str) -> int:
+    value = _int(env, name, 10, minimum=0)
+    if value > 20:
+        raise ConfigError(f"{name} must be at most 20 (SQS's longest poll), not {value}")
+    return value
+
+
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
 
@@ -141,6 +148,8 @@ class Settings:
     email_retention_days: int = 7
     ticket_close_after_minutes: int = DEFAULT_TICKET_CLOSE_AFTER_MINUTES
     partitions_start: str = DEFAULT_PARTITIONS_START
+    # SQS long polling: how long a receive from an empty queue waits (SQS allows 0 to 20 s)
+    sqs_wait_seconds: int = 10
     # SUPPORTFLOW_SECRETS_ARN, and which variables took their value from that secret.
     secrets_arn: str | None = None
     from_secrets_manager: frozenset[str] = field(default_factory=frozenset)
@@ -191,6 +200,7 @@ class Settings:
                 env, "SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES", DEFAULT_TICKET_CLOSE_AFTER_MINUTES
             ),
             partitions_start=partitions_start_from_env(env),
+            sqs_wait_seconds=_sqs_wait_seconds(env, "SUPPORTFLOW_SQS_WAIT_SECONDS"),
             secrets_arn=secrets_arn,
             from_secrets_manager=from_secrets_manager,
             from_process_env=frozenset(

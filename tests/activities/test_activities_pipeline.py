@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pandas as pd
 import psycopg
 import pytest
 
@@ -51,8 +53,9 @@ def stored(db, tenant):
 
 
 def test_valid_duplicate_malformed_and_late_events(
-    activity_defs, instance, resources, activity_tables, tenant
+    platform, activity_defs, instance, resources, activity_tables, tenant
 ):
+    """In both shapes of the platform: the same rows, dead letters, alerts and export files."""
     db = activity_tables
     now = datetime.now(UTC)
     late = now - timedelta(days=10)
@@ -122,6 +125,24 @@ def test_valid_duplicate_malformed_and_late_events(
     run_drain(activity_defs, instance, tick(activity_defs, instance, resources).run_requests[0])
     assert len(stored(db, tenant)) == len(valid)
 
+    # the late day's export file, wherever this shape keeps it, holds that day's user rows
+    late_day = late.date().isoformat()
+    exported = activity_defs.resolve_job_def("activity_export_daily").execute_in_process(
+        instance=instance, partition_key=late_day
+    )
+    assert exported.success
+    frame = pd.read_parquet(
+        io.BytesIO(
+            platform.read_export(f"activities/tenant={tenant}/date={late_day}/activities.parquet")
+        )
+    )
+    assert list(frame["activity_id"]) == [valid[5]["activity_id"]]
+    assert list(frame["action"]) == ["reply"]
+    if platform.is_aws:  # the dead-letter alert also went out on the SNS topic
+        (published,) = platform.published_alerts()
+        assert published["source"] == "queue:activities" and published["count"] == 4
+        assert published["subject"] == "supportflow error: queue:activities"
+
 
 def test_database_failure_during_drain_loses_nothing(
     activity_defs, instance, resources, settings, activity_tables, tenant
@@ -157,10 +178,26 @@ def test_database_failure_during_drain_loses_nothing(
     assert resources["queues"].depth("activities") == 0
 
 
+def retry_is_due(platform, db, queues, queue: str) -> None:
+    """The failed message's retry delay has passed: on PostgreSQL by moving its visibility to
+    now, on SQS (whose delays are whole seconds) by waiting until the queue shows it again."""
+    if not platform.is_aws:
+        db.execute(
+            "update control.queue_messages set visible_at = now() where queue = %s", (queue,)
+        )
+        return
+    deadline = time.monotonic() + 30
+    while queues.depth(queue) == 0:
+        assert time.monotonic() < deadline, f"the retried message never came back to {queue}"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
-    resources, settings, instance, activity_tables, tenant
+    platform, resources, settings, instance, activity_tables, tenant
 ):
+    """Delayed retries through the queue's visibility, then the dead-letter queue and an alert:
+    on SQS also published on the SNS topic."""
     db = activity_tables
     resources["queues"].send("activities", [make_event(tenant, 1)])
     failing = activity_definitions(
@@ -169,17 +206,23 @@ def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
     )
     job = failing.resolve_job_def("activities_drain")
     quick = {"ops": {"activities": {"config": {"retry_base_seconds": 0.01}}}}
-    for _ in range(5):
-        db.execute("update control.queue_messages set visible_at = now()")
+    for attempt in range(5):
+        if attempt:
+            retry_is_due(platform, db, resources["queues"], "activities")
         assert job.execute_in_process(instance=instance, run_config=quick).success
     (dead,) = resources["queues"].dead_letters("activities")
     assert dead.receive_count == 5 and "read-only" in dead.error
+    assert dead.body["activity_id"] == f"{tenant}-a1"
+    assert resources["queues"].depth("activities") == 0
     assert stored(db, tenant) == []
     alert = db.execute(
         "select details from control.alerts where source = 'queue:activities' "
         "order by alert_id desc limit 1"
     ).fetchone()[0]
     assert alert["count"] == 1 and "read-only" in alert["errors"][0]
+    if platform.is_aws:
+        (published,) = platform.published_alerts()
+        assert published["source"] == "queue:activities" and published["count"] == 1
 
 
 def test_sensor_launches_one_drain_at_a_time(

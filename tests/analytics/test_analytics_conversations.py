@@ -238,7 +238,8 @@ def _delete_conversations(db, tenant: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(db_url, resources):
+def built(db_url, embedded_resources):
+    resources = embedded_resources
     tenant, other = (f"cv-{uuid.uuid4().hex[:8]}" for _ in range(2))
     with psycopg.connect(db_url, autocommit=True) as db:
         facts = _insert_conversations(db, tenant)

@@ -301,9 +301,10 @@ def _insert_rows(db, tenant: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(db_url, resources):
+def built(db_url, embedded_resources):
     """Rows for two fresh tenants, then `dbt build` through Dagster with the real
     DbtCliResource; the rows are removed again afterwards."""
+    resources = embedded_resources
     import psycopg
 
     tenant, other = (f"an-{uuid.uuid4().hex[:8]}" for _ in range(2))

@@ -23,7 +23,8 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def api_url(settings, resources):
+def api_url(settings, embedded_resources):
+    resources = embedded_resources
     service = WebhookService(settings, resources["queues"], resources["warehouse"])
     with serve_in_thread(create_app(service)) as url:
         yield url

@@ -73,8 +73,7 @@ def aws_host(provider_keys):
     return AwsHostStandIn(provider_keys)
 
 
-@pytest.fixture(scope="session")
-def webhook_service(email_settings, resources, aws_host):
+def _webhook_service(email_settings, resources, aws_host):
     from webhooks.app import WebhookService
 
     return WebhookService(
@@ -86,7 +85,12 @@ def webhook_service(email_settings, resources, aws_host):
 
 
 @pytest.fixture(scope="session")
-def webhook_url(webhook_service):
+def webhook_service(email_settings, embedded_resources, aws_host):
+    return _webhook_service(email_settings, embedded_resources, aws_host)
+
+
+@pytest.fixture(scope="session")
+def embedded_webhook_url(webhook_service):
     """The webhook service on a free port, served by uvicorn in a background thread."""
     from webhooks.app import create_app, serve_in_thread
 
@@ -94,7 +98,22 @@ def webhook_url(webhook_service):
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
+def webhook_url(request, email_settings, aws_host):
+    """The embedded default's webhook service; for a test in both shapes (`platform`), one
+    serving that shape's queues."""
+    if "platform" not in request.fixturenames:
+        yield request.getfixturevalue("embedded_webhook_url")
+        return
+    from webhooks.app import create_app, serve_in_thread
+
+    resources = request.getfixturevalue("platform").resources
+    service = _webhook_service(email_settings, resources, aws_host)
+    with serve_in_thread(create_app(service)) as url:
+        yield url
+
+
+@pytest.fixture
 def http(webhook_url):
     import httpx
 

@@ -90,11 +90,19 @@ class Pipeline:
             launched += self.tick(defs, "email_receipts_queue_sensor")
         return launched
 
-    def until_queues_empty(self, db, timeout=90.0) -> None:
+    def queued(self) -> int:
+        """Messages in the email queues, visible, in flight or waiting for their retry."""
+        return sum(
+            stats.visible + stats.in_flight + stats.delayed
+            for stats in self.resources["queues"].stats()
+            if stats.queue.startswith("email_")
+        )
+
+    def until_queues_empty(self, timeout=90.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self.round()
-            left = db.execute("select count(*) from control.queue_messages").fetchone()[0]
+            left = self.queued()
             if left == 0:
                 return
             assert time.monotonic() < deadline, f"{left} messages still queued"
@@ -103,8 +111,10 @@ class Pipeline:
 
 @pytest.mark.slow
 def test_receipts_stream_end_to_end(
-    db, email_tables, resources, http, generator, instance, tenant, provider_keys
+    platform, db, email_tables, resources, http, generator, instance, tenant, provider_keys
 ):
+    """In both shapes of the platform (PostgreSQL queues; SQS with pod queues made on first
+    use), with the same outcome."""
     from assets.email.store import set_tenant_pod, template_stats
     from resources.queues import MAX_RECEIVES
 
@@ -133,7 +143,7 @@ def test_receipts_stream_end_to_end(
     pipeline.round()
     assert queues.depth("email_events") == 0  # routed
     queues.send("email_sent", late_found)
-    pipeline.until_queues_empty(db)
+    pipeline.until_queues_empty()
     orphan_refs = {
         row[0]
         for row in db.execute(
@@ -144,7 +154,7 @@ def test_receipts_stream_end_to_end(
                         if n["custom_params"]["sender"] != INTERNAL_SENDER}  # fmt: skip
     assert orphan_refs == expected_orphans | set(scenario.never_sent_references)
     queues.send("email_sent", late_orphaned)
-    pipeline.until_queues_empty(db)
+    pipeline.until_queues_empty()
     assert pipeline.runs["email_receipts_drain"] >= MAX_RECEIVES
     assert pipeline.checks >= pipeline.runs["email_receipts_drain"]  # status_set_at_most_once
 
@@ -163,7 +173,7 @@ def test_receipts_stream_end_to_end(
     assert db.execute("select count(*) from raw.delivery_events where orphan").fetchone() == (
         len(scenario.never_sent_references),
     )
-    assert db.execute("select count(*) from control.queue_dead_letters").fetchone() == (0,)
+    assert [s for s in queues.stats() if s.dead] == []
     # every failure is on its ticket's timeline, once
     failures = {nid for nid, s in status.items() if s.endswith("-failure")}
     timeline = db.execute(
@@ -205,6 +215,57 @@ def test_receipts_stream_end_to_end(
         assert got == want
     # duplicates cannot inflate counts: the totals are the notifications, not the receipts
     assert sum(expected_counts.values()) == len(everything)
+
+
+def test_each_pods_receipts_arrive_only_on_its_queue(
+    platform, db, email_tables, resources, http, generator, instance, tenant
+):
+    """The router sends a tenant's receipts to its pod's queue, made on first use (on SQS a
+    queue with its dead-letter queue), and no other pod's queue sees them."""
+    import uuid
+
+    import boto3
+
+    from assets.email.store import set_tenant_pod
+
+    pod = f"p{uuid.uuid4().hex[:6]}"
+    moved = f"{tenant}-{pod}"
+    set_tenant_pod(db, moved, pod)
+    queues = resources["queues"]
+
+    def sqs_queue_names() -> set[str]:
+        sqs = boto3.client("sqs", endpoint_url=platform.settings.aws_endpoint_url)
+        prefix = platform.settings.sqs_prefix
+        return {
+            url.rsplit("/", 1)[1]
+            for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+        }
+
+    if platform.is_aws:
+        assert not any(pod in name for name in sqs_queue_names())
+    scenario = generator.scenario(
+        [tenant, moved], 4, datetime.now(UTC), days=1, late_share=0, duplicate_share=0,
+        internal_share=0, never_sent=0,
+    )  # fmt: skip
+    for request in scenario.requests:
+        assert http.post(request.path, content=request.body, headers=request.headers).is_success
+    defs = email_defs(resources, retry_base_seconds=0.05)
+    assert defs.resolve_job_def("email_events_router").execute_in_process(instance=instance).success
+    assert queues.depth("email_events") == 0
+
+    def tenants_on(queue: str) -> Counter:
+        seen: Counter = Counter()
+        while batch := queues.receive(queue, max_messages=100, visibility_timeout=60):
+            seen.update(m.body["tenant_id"] for m in batch)
+            queues.ack(batch)
+        return seen
+
+    expected = Counter(e.tenant_id for r in scenario.requests for e in r.events)
+    assert tenants_on(f"email_events.{pod}") == Counter({moved: expected[moved]})
+    assert tenants_on("email_events.default") == Counter({tenant: expected[tenant]})
+    if platform.is_aws:
+        created = {name for name in sqs_queue_names() if pod in name}
+        assert len(created) == 2  # the pod's queue and its dead-letter queue
 
 
 def test_malformed_messages_are_dead_lettered_with_the_reason(

@@ -30,9 +30,11 @@ def test_email_retention_and_ticket_settings_come_from_the_environment(tmp_path)
             "SUPPORTFLOW_ALERT_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:alerts",
             "SES_SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:1:a, arn:aws:sns:eu-west-1:1:b",
             "SUPPORTFLOW_PARTITIONS_START": " 2026-06-15 ",
+            "SUPPORTFLOW_SQS_WAIT_SECONDS": "0",
         }
     )
     assert settings.partitions_start == "2026-06-15"
+    assert settings.sqs_wait_seconds == 0
     assert settings.home == tmp_path.resolve()
     assert settings.email_timezone == "Europe/Berlin"
     assert settings.email_default_pod == "eu-1"
@@ -56,6 +58,7 @@ def test_defaults_when_nothing_is_set(tmp_path):
     assert settings.export_url == str(tmp_path.resolve() / "exports")
     assert settings.secret_key is None and settings.email_internal_senders == ()
     assert settings.partitions_start == "2026-11-01"
+    assert settings.sqs_wait_seconds == 10
 
 
 BAD_VALUES = [
@@ -69,6 +72,8 @@ BAD_VALUES = [
     ("SUPPORTFLOW_QUEUE_BACKEND", "kafka", "one of postgres, sqs"),
     ("SUPPORTFLOW_PARTITIONS_START", "2026-13-01", "a date as YYYY-MM-DD"),
     ("SUPPORTFLOW_PARTITIONS_START", "last month", "a date as YYYY-MM-DD"),
+    ("SUPPORTFLOW_SQS_WAIT_SECONDS", "21", "at most 20"),
+    ("SUPPORTFLOW_SQS_WAIT_SECONDS", "-1", "at least 0"),
 ]
 
 

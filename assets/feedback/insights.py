@@ -22,19 +22,29 @@ earlier reports, so partitions can be (re)materialized in any order. A report re
 the `DAYS_READ_BEFORE` days before it (anomaly baselines, the chart); it stamps its day in
 `control.insight_report_days` before reading, and when a day it read changes afterwards (an
 edited post re-enriched, a late item) `insight_report_changes_sensor` requests it again.
+
+The statistics are frame-shaped, so they are pandas: one read of every workspace's window, daily
+counts by a groupby on (workspace, source, day) with 'all' as one more source, every series
+reindexed on the window's full day range (a day without feedback is a 0, not a gap), trailing
+baselines by shift + rolling down the days, topics by explode + groupby. The rule functions that
+take `DayStats` (`negative_spike`, ...) run the same frame code on one series. A workspace with
+no feedback in its chart window gets no chart (most workspaces on most days, and a chart is the
+slowest part of a report).
 """
 
 import base64
 import io
-import math
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+import operator
+from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from statistics import fmean, pstdev
+from functools import reduce
 from typing import Any
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -57,7 +67,10 @@ TOP_TOPICS = 5
 CHART_DAYS = 14
 DAYS_READ_BEFORE = max(TRAILING_DAYS, CHART_DAYS - 1)  # a day's report reads these days before it
 UI_REPORTS = 10  # workspaces shown inline in the UI; every one gets its HTML file
+PREVIEW_ROWS = 15  # rows of analytics.insight_reports in the materialization's preview table
 ALL_SOURCES = "all"
+LABELS = ("positive", "neutral", "negative")
+SERIES = ["workspace_id", "source"]  # one daily series per workspace and source
 
 
 @dataclass
@@ -81,75 +94,175 @@ class DayStats:
 # --- the anomaly rule ----------------------------------------------------------------------------
 
 
-def negative_spike(today: DayStats, trailing: Sequence[DayStats]) -> dict[str, Any] | None:
-    shares = [d.negative_share for d in trailing if d.items]
-    if today.items < NEGATIVE_MIN_ITEMS or len(shares) < MIN_TRAILING_DAYS:
-        return None
-    mean, sd = fmean(shares), pstdev(shares)
-    threshold = max(NEGATIVE_SDS * sd, NEGATIVE_MIN_POINTS)
-    if today.negative_share - mean <= threshold:
-        return None
+def day_baselines(
+    items: pd.DataFrame, negative: pd.DataFrame, day: Hashable, window: int = TRAILING_DAYS
+) -> pd.DataFrame:
+    """One row per series (a column of `items` and `negative`, whose rows are consecutive days,
+    0 on a day without feedback): the series' counts on `day` and its baselines over the `window`
+    days before it."""
+    share = negative / items.where(items > 0)  # a day without items has no share (NaN)
+    before = items.shift(1)
+    # counts need the whole window (days before the read are unknown, not zeros); shares skip
+    # the NaN of days without items, so their mean is over the days that had feedback
+    counts = before.rolling(window, min_periods=window)
+    shares = share.shift(1).rolling(window, min_periods=1)
+    return pd.DataFrame(
+        {
+            "items": items.loc[day],
+            "negative_share": share.loc[day].fillna(0.0),
+            "days_with_items": before.clip(upper=1)
+            .rolling(window, min_periods=window)
+            .sum()
+            .loc[day],
+            "share_mean": shares.mean().loc[day],
+            "share_sd": shares.std(ddof=0).loc[day],
+            "volume_mean": counts.mean().loc[day],
+            "volume_sd": counts.std(ddof=0).loc[day],
+        }
+    )
+
+
+def negative_spikes(base: pd.DataFrame) -> dict[Hashable, dict[str, Any]]:
+    """The series of `day_baselines` whose negative share spiked, with the anomaly of each."""
+    excess = np.maximum(NEGATIVE_SDS * base["share_sd"], NEGATIVE_MIN_POINTS)
+    flagged = (
+        (base["items"] >= NEGATIVE_MIN_ITEMS)
+        & (base["days_with_items"] >= MIN_TRAILING_DAYS)
+        & (base["negative_share"] - base["share_mean"] > excess)
+    )
+    found = {}
+    for key, share, mean, limit in zip(
+        base.index[flagged],
+        base["negative_share"][flagged],
+        base["share_mean"][flagged],
+        excess[flagged],
+        strict=True,
+    ):
+        share, mean = float(share), float(mean)  # Python's round, not numpy's
+        found[key] = {
+            "kind": "negative_spike",
+            "value": round(share, 4),
+            "baseline": round(mean, 4),
+            "threshold": round(mean + float(limit), 4),
+            "detail": f"negative share {share:.0%} vs trailing mean {mean:.0%}",
+        }
+    return found
+
+
+def volume_anomalies(base: pd.DataFrame) -> dict[Hashable, dict[str, Any]]:
+    """The series of `day_baselines` whose item count departed from the trailing mean."""
+    mean = base["volume_mean"]
+    allowed = VOLUME_SDS * np.maximum(np.maximum(base["volume_sd"], np.sqrt(mean)), 1.0)
+    flagged = (base["days_with_items"] >= MIN_TRAILING_DAYS) & (
+        (base["items"] - mean).abs() > allowed
+    )
+    found = {}
+    for key, items, mean_, allowed_ in zip(
+        base.index[flagged], base["items"][flagged], mean[flagged], allowed[flagged], strict=True
+    ):
+        items, mean_, allowed_ = int(items), float(mean_), float(allowed_)
+        spike = items > mean_
+        found[key] = {
+            "kind": f"volume_{'spike' if spike else 'drop'}",
+            "value": items,
+            "baseline": round(mean_, 2),
+            "threshold": round(mean_ + allowed_ if spike else mean_ - allowed_, 2),
+            "detail": f"{items} items vs trailing mean {mean_:.1f}",
+        }
+    return found
+
+
+def topic_findings(topics: pd.DataFrame) -> pd.DataFrame:
+    """New and growing topics. `topics` has one row per topic of a day and series: `topic`,
+    `count` (its items that day), `trailing` (its items over the trailing days) and
+    `days_with_items` (the series' trailing days that had feedback: only those count, a
+    workspace's first days or a quiet weekend are no evidence that a topic is new or has grown).
+    Returns the rows found, most items first then by name, with `kind` and `baseline`."""
+    average = topics["trailing"] / topics["days_with_items"]
+    history = topics["days_with_items"] >= MIN_TRAILING_DAYS
+    new = history & (topics["count"] >= NEW_TOPIC_MIN_ITEMS) & (topics["trailing"] == 0)
+    growing = (
+        history
+        & ~new
+        & (topics["count"] >= GROWING_TOPIC_MIN_ITEMS)
+        & (average > 0)
+        & (topics["count"] >= GROWTH_FACTOR * average)
+    )
+    found = topics.assign(
+        kind=np.where(new, "new_topic", "growing_topic"), baseline=average.where(growing, 0.0)
+    )[new | growing]
+    return found.sort_values(["count", "topic"], ascending=[False, True], kind="stable")
+
+
+def topic_anomaly(kind: str, topic: str, count: int, average: float) -> dict[str, Any]:
+    if kind == "new_topic":
+        return {
+            "kind": kind,
+            "topic": topic,
+            "value": count,
+            "baseline": 0,
+            "detail": f"new topic {topic!r}: {count} items, none in the last {TRAILING_DAYS} days",
+        }
     return {
-        "kind": "negative_spike",
-        "value": round(today.negative_share, 4),
-        "baseline": round(mean, 4),
-        "threshold": round(mean + threshold, 4),
-        "detail": f"negative share {today.negative_share:.0%} vs trailing mean {mean:.0%}",
+        "kind": kind,
+        "topic": topic,
+        "value": count,
+        "baseline": round(average, 2),
+        "detail": f"topic {topic!r} grew to {count} items from {average:.1f} a day",
     }
+
+
+def _topic_anomaly_lists(found: pd.DataFrame, keys: list[str]) -> dict[Hashable, list]:
+    """The anomalies of `topic_findings` per series key (a tuple of the `keys` columns, or the
+    one column's value), in the order found."""
+    lists: dict[Hashable, list] = {}
+    columns = [*keys, "kind", "topic", "count", "baseline"]
+    for *key, kind, topic, count, baseline in found[columns].itertuples(index=False, name=None):
+        lists.setdefault(key[0] if len(key) == 1 else tuple(key), []).append(
+            topic_anomaly(kind, topic, int(count), float(baseline))
+        )
+    return lists
+
+
+# The rule for one series, as plain functions of `DayStats` (what the rule's tests and the README
+# speak in); they run the frame code above on a one-column frame.
+
+
+def _one_series(today: DayStats, trailing: Sequence[DayStats]) -> pd.DataFrame:
+    days = [*trailing, today]
+    items = pd.DataFrame({0: [d.items for d in days]})
+    negative = pd.DataFrame({0: [d.negative for d in days]})
+    return day_baselines(items, negative, len(trailing), window=len(trailing))
+
+
+def negative_spike(today: DayStats, trailing: Sequence[DayStats]) -> dict[str, Any] | None:
+    if len(trailing) < MIN_TRAILING_DAYS:
+        return None
+    return negative_spikes(_one_series(today, trailing)).get(0)
 
 
 def volume_anomaly(today: DayStats, trailing: Sequence[DayStats]) -> dict[str, Any] | None:
-    counts = [d.items for d in trailing]
-    if sum(1 for c in counts if c) < MIN_TRAILING_DAYS:
+    if len(trailing) < MIN_TRAILING_DAYS:
         return None
-    mean, sd = fmean(counts), pstdev(counts)
-    allowed = VOLUME_SDS * max(sd, math.sqrt(mean), 1.0)
-    if abs(today.items - mean) <= allowed:
-        return None
-    direction = "spike" if today.items > mean else "drop"
-    return {
-        "kind": f"volume_{direction}",
-        "value": today.items,
-        "baseline": round(mean, 2),
-        "threshold": round(mean + allowed if today.items > mean else mean - allowed, 2),
-        "detail": f"{today.items} items vs trailing mean {mean:.1f}",
-    }
+    return volume_anomalies(_one_series(today, trailing)).get(0)
 
 
 def topic_anomalies(
     today: Counter[str], trailing: Sequence[Counter[str]], trailing_items: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """New and growing topics. Only trailing days that had feedback count: a workspace's first
-    days (or a quiet weekend) are no evidence that a topic is new or has grown."""
+    """New and growing topics of one series (see `topic_findings`)."""
     active = [day for day, items in zip(trailing, trailing_items, strict=True) if items]
-    if len(active) < MIN_TRAILING_DAYS:
-        return []
-    found = []
-    for topic, count in sorted(today.items(), key=lambda kv: (-kv[1], kv[0])):
-        history = [day.get(topic, 0) for day in active]
-        average = sum(history) / len(active)
-        if count >= NEW_TOPIC_MIN_ITEMS and sum(history) == 0:
-            found.append(
-                {
-                    "kind": "new_topic",
-                    "topic": topic,
-                    "value": count,
-                    "baseline": 0,
-                    "detail": f"new topic {topic!r}: {count} items, none in the last "
-                    f"{TRAILING_DAYS} days",
-                }
-            )
-        elif count >= GROWING_TOPIC_MIN_ITEMS and average > 0 and count >= GROWTH_FACTOR * average:
-            found.append(
-                {
-                    "kind": "growing_topic",
-                    "topic": topic,
-                    "value": count,
-                    "baseline": round(average, 2),
-                    "detail": f"topic {topic!r} grew to {count} items from {average:.1f} a day",
-                }
-            )
-    return found
+    history = pd.DataFrame(list(active), columns=list(today)).sum()
+    topics = pd.DataFrame(
+        {
+            "series": 0,
+            "topic": list(today),
+            "count": list(today.values()),
+            "trailing": history.reindex(list(today), fill_value=0).to_numpy(),
+            "days_with_items": len(active),
+        }
+    )
+    return _topic_anomaly_lists(topic_findings(topics), ["series"]).get(0, [])
 
 
 def day_anomalies(
@@ -176,94 +289,198 @@ class WorkspaceReport:
     history: list[tuple[date, DayStats]] = field(default_factory=list)  # CHART_DAYS, 'all'
 
 
-def _window_rows(conn: psycopg.Connection, workspace_id: int, start: date, end: date):
-    return conn.execute(
-        """
-        select (created_at at time zone 'UTC')::date as day, source, item_id, text,
-               sentiment_label, sentiment_score, topics
-        from raw.feedback_items
-        where workspace_id = %s
-          and created_at >= (%s::date)::timestamp at time zone 'UTC'
-          and created_at < (%s::date + 1)::timestamp at time zone 'UTC'
-        order by created_at, item_id
-        """,
-        (workspace_id, start, end),
-    ).fetchall()
-
-
-def build_workspace_report(
-    conn: psycopg.Connection, workspace_id: int, name: str, tenant_id: str, day: date
-) -> WorkspaceReport:
-    start = day - timedelta(days=DAYS_READ_BEFORE)
-    stats: dict[tuple[date, str], DayStats] = defaultdict(DayStats)
-    topics: dict[tuple[date, str], Counter[str]] = defaultdict(Counter)
-    examples: dict[tuple[str, str], dict[str, Any]] = {}
-    for row_day, source, item_id, text, label, score, item_topics in _window_rows(
-        conn, workspace_id, start, day
-    ):
-        for key in (source, ALL_SOURCES):
-            s = stats[(row_day, key)]
-            s.items += 1
-            if label in ("positive", "neutral", "negative"):
-                setattr(s, label, getattr(s, label) + 1)
-            if score is not None:
-                s.score_sum += score
-                s.scored += 1
-            for rank, topic in enumerate(item_topics or []):
-                topics[(row_day, key)][topic] += 1
-                # the example is an item whose main topic this is
-                if row_day == day and rank == 0 and (key, topic) not in examples:
-                    examples[(key, topic)] = {
-                        "item_id": item_id,
-                        "text": text[:200],
-                        "sentiment": label,
-                    }
-    report = WorkspaceReport(workspace_id, name, tenant_id, day)
-    trailing_days = [day - timedelta(days=n) for n in range(TRAILING_DAYS, 0, -1)]
-    sources = sorted({src for (d, src) in stats if d == day})
-    for source in sources:
-        today = stats[(day, source)]
-        trailing = [stats.get((d, source), DayStats()) for d in trailing_days]
-        today_topics = topics.get((day, source), Counter())
-        anomalies = day_anomalies(
-            today,
-            trailing,
-            today_topics,
-            [topics.get((d, source), Counter()) for d in trailing_days],
+def read_window(
+    conn: psycopg.Connection, workspace_ids: Sequence[int], start: date, day: date
+) -> pd.DataFrame:
+    """The feedback items of these workspaces from `start` to `day` (UTC days), oldest first.
+    Only the day's own items carry their text (the examples); psycopg 3 without SQLAlchemy is
+    no `pd.read_sql` connection, so the frame is built from the cursor."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            select workspace_id, (created_at at time zone 'UTC')::date as day, source, item_id,
+                   case when created_at >= (%(day)s::date)::timestamp at time zone 'UTC'
+                        then left(text, 200) end as text,
+                   sentiment_label, sentiment_score, topics
+            from raw.feedback_items
+            where workspace_id = any(%(ids)s)
+              and created_at >= (%(start)s::date)::timestamp at time zone 'UTC'
+              and created_at < (%(day)s::date + 1)::timestamp at time zone 'UTC'
+            order by workspace_id, created_at, item_id
+            """,
+            {"ids": list(workspace_ids), "start": start, "day": day},
         )
-        top = [
-            {"topic": topic, "items": count, "example": examples.get((source, topic))}
-            for topic, count in sorted(today_topics.items(), key=lambda kv: (-kv[1], kv[0]))[
-                :TOP_TOPICS
-            ]
-        ]
-        report.rows[source] = {
-            "items": today.items,
-            "positive": today.positive,
-            "neutral": today.neutral,
-            "negative": today.negative,
-            "avg_sentiment": today.avg_sentiment,
-            "top_topics": top,
-            "anomalies": anomalies,
-        }
-    report.history = [
-        (d, stats.get((d, ALL_SOURCES), DayStats()))
-        for d in (day - timedelta(days=n) for n in range(CHART_DAYS - 1, -1, -1))
-    ]
-    return report
+        columns = [column.name for column in cur.description or []]
+        frame = pd.DataFrame(cur.fetchall(), columns=columns)
+    return frame.assign(
+        day=pd.to_datetime(frame["day"]),
+        sentiment_score=frame["sentiment_score"].astype("float64"),
+    )
+
+
+def _sum_in_order(scores: pd.Series) -> float:
+    """Scores added one by one in item order, as the reports have always summed them: pandas'
+    compensated sum differs in the last bit, and a mean like 0.34145 then rounds the other way."""
+    return reduce(operator.add, scores.dropna().tolist(), 0.0)
+
+
+def daily_stats(items: pd.DataFrame, days: pd.DatetimeIndex) -> pd.DataFrame:
+    """Counts per (workspace, source, day), 'all' being one more source; every series that has
+    an item in the window gets every day of `days`, with zeros on the days without feedback."""
+    both = pd.concat([items, items.assign(source=ALL_SOURCES)], ignore_index=True)
+    labelled = both.assign(**{label: both["sentiment_label"].eq(label) for label in LABELS})
+    daily = labelled.groupby([*SERIES, "day"]).agg(
+        items=("item_id", "size"),
+        positive=("positive", "sum"),
+        neutral=("neutral", "sum"),
+        negative=("negative", "sum"),
+        score_sum=("sentiment_score", _sum_in_order),
+        scored=("sentiment_score", "count"),
+    )
+    series = daily.index.droplevel("day").unique().to_frame(index=False)
+    full = pd.MultiIndex.from_frame(series.merge(pd.DataFrame({"day": days}), how="cross"))
+    return daily.reindex(full, fill_value=0)
+
+
+def topic_counts(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per (workspace, source, day, topic) with its items, 'all' included; an item
+    counts for each of its topics, `rank` 0 being its main topic."""
+    exploded = items[[*SERIES, "day", "item_id", "text", "sentiment_label", "topics"]].explode(
+        "topics"
+    )
+    exploded = exploded.assign(rank=exploded.groupby(level=0).cumcount()).dropna(subset=["topics"])
+    exploded = exploded.rename(columns={"topics": "topic"}).reset_index(drop=True)
+    return pd.concat([exploded, exploded.assign(source=ALL_SOURCES)], ignore_index=True)
+
+
+def _none_if_missing(value: Any) -> Any:
+    return None if pd.isna(value) else value
 
 
 def build_reports(
     conn: psycopg.Connection, day: date, workspace: str | None = None
 ) -> list[WorkspaceReport]:
+    """The day's report of every workspace (or the one named), from one read of their windows:
+    a workspace without feedback in its window costs no statistics at all."""
     workspaces = conn.execute(
         "select workspace_id, name, tenant_id from control.workspaces "
         "where %(name)s::text is null or name = %(name)s order by name",
         {"name": workspace},
     ).fetchall()
-    return [
-        build_workspace_report(conn, wid, name, tenant, day) for wid, name, tenant in workspaces
-    ]
+    start = day - timedelta(days=DAYS_READ_BEFORE)
+    quiet = [(day - timedelta(days=n), DayStats()) for n in range(CHART_DAYS - 1, -1, -1)]
+    reports = {
+        wid: WorkspaceReport(wid, name, tenant, day, history=list(quiet))
+        for wid, name, tenant in workspaces
+    }
+    items = read_window(conn, list(reports), start, day)
+    if items.empty:
+        return list(reports.values())
+    today = pd.Timestamp(day)
+    days = pd.date_range(start, day, freq="D", name="day")
+    daily = daily_stats(items, days)
+
+    # baselines of the day, per series (workspace, source)
+    wide = daily[["items", "negative"]].unstack(SERIES)
+    base = day_baselines(wide["items"], wide["negative"], today)
+    base = base[base["items"] > 0]
+    spikes, volumes = negative_spikes(base), volume_anomalies(base)
+
+    topics = topic_counts(items)
+    day_topics = _day_topics(topics, base["days_with_items"], today)
+    topic_found = _topic_anomaly_lists(topic_findings(day_topics), SERIES)
+    top_topics = _top_topics(topics, day_topics, today)
+
+    on_day_stats = daily.xs(today, level="day")
+    for (wid, source), stats in on_day_stats[on_day_stats["items"] > 0].sort_index().iterrows():
+        key = (wid, source)
+        day_stats = _day_stats(stats)
+        reports[wid].rows[source] = {
+            "items": day_stats.items,
+            "positive": day_stats.positive,
+            "neutral": day_stats.neutral,
+            "negative": day_stats.negative,
+            "avg_sentiment": day_stats.avg_sentiment,
+            "top_topics": top_topics.get(key, []),
+            "anomalies": [a for a in (spikes.get(key), volumes.get(key)) if a]
+            + topic_found.get(key, []),
+        }
+    for report in reports.values():
+        report.rows = dict(sorted(report.rows.items()))
+
+    overall = daily.xs(ALL_SOURCES, level="source")
+    for wid in overall.index.get_level_values("workspace_id").unique():
+        series = overall.loc[wid].reindex(days[-CHART_DAYS:])
+        reports[wid].history = [
+            (stamp.date(), _day_stats(stats)) for stamp, stats in series.iterrows()
+        ]
+    return list(reports.values())
+
+
+def _day_topics(
+    topics: pd.DataFrame, days_with_items: pd.Series, today: pd.Timestamp
+) -> pd.DataFrame:
+    """The day's topics per series with their items that day (`count`) and over the trailing
+    days (`trailing`), and the series' trailing days with feedback: `topic_findings`' input."""
+    counts = topics.groupby([*SERIES, "day", "topic"]).size().rename("count")
+    count_days = counts.index.get_level_values("day")
+    on_day = counts[count_days == today].droplevel("day")
+    trailing = (
+        counts[(count_days >= today - pd.Timedelta(days=TRAILING_DAYS)) & (count_days < today)]
+        .groupby(level=[*SERIES, "topic"])
+        .sum()
+    )
+    day_topics = on_day.reset_index().assign(
+        trailing=trailing.reindex(on_day.index, fill_value=0).to_numpy()
+    )
+    return day_topics.join(days_with_items, on=SERIES)
+
+
+def _top_topics(
+    topics: pd.DataFrame, day_topics: pd.DataFrame, today: pd.Timestamp
+) -> dict[tuple, list[dict[str, Any]]]:
+    """Per series the day's TOP_TOPICS topics, most items first then by name, each with an
+    example: the day's first item whose main topic it is (None when it is nobody's main)."""
+    main_topics = topics[(topics["day"] == today) & (topics["rank"] == 0)].drop_duplicates(
+        [*SERIES, "topic"]
+    )
+    columns = [*SERIES, "topic", "item_id", "text", "sentiment_label"]
+    examples = {
+        (wid, source, topic): {
+            "item_id": item_id,
+            "text": text,
+            "sentiment": _none_if_missing(label),
+        }
+        for wid, source, topic, item_id, text, label in main_topics[columns].itertuples(
+            index=False, name=None
+        )
+    }
+    top = (
+        day_topics.sort_values(
+            [*SERIES, "count", "topic"], ascending=[True, True, False, True], kind="stable"
+        )
+        .groupby(SERIES, sort=False)
+        .head(TOP_TOPICS)
+    )
+    found: dict[tuple, list[dict[str, Any]]] = {}
+    for wid, source, topic, count in top[[*SERIES, "topic", "count"]].itertuples(
+        index=False, name=None
+    ):
+        found.setdefault((wid, source), []).append(
+            {"topic": topic, "items": int(count), "example": examples.get((wid, source, topic))}
+        )
+    return found
+
+
+def _day_stats(row: pd.Series) -> DayStats:
+    return DayStats(
+        items=int(row["items"]),
+        positive=int(row["positive"]),
+        neutral=int(row["neutral"]),
+        negative=int(row["negative"]),
+        score_sum=float(row["score_sum"]),
+        scored=int(row["scored"]),
+    )
 
 
 def store_reports(conn: psycopg.Connection, day: date, reports: Sequence[WorkspaceReport]) -> int:
@@ -354,9 +571,15 @@ def render_markdown(report: WorkspaceReport) -> str:
         for n, topic in enumerate(overall.get("top_topics", []), start=1):
             example = (topic.get("example") or {}).get("text", "")
             lines.append(f"{n}. {topic['topic']} ({topic['items']}): _{_md_escape(example)}_")
-    png = sentiment_chart_png(report.history, f"{report.name}: sentiment, last {CHART_DAYS} days")
-    data_uri = "data:image/png;base64," + base64.b64encode(png).decode()
-    lines += ["", f"![sentiment over time]({data_uri})", ""]
+    if any(stats.items for _, stats in report.history):
+        png = sentiment_chart_png(
+            report.history, f"{report.name}: sentiment, last {CHART_DAYS} days"
+        )
+        data_uri = "data:image/png;base64," + base64.b64encode(png).decode()
+        lines += ["", f"![sentiment over time]({data_uri})", ""]
+    else:
+        # most workspaces on most days: a chart of nothing is the slowest part of a report
+        lines += ["", f"_No feedback in the last {CHART_DAYS} days: no chart._", ""]
     return "\n".join(lines)
 
 
@@ -382,6 +605,50 @@ def render_html(markdown_text: str, title: str) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}</style>"
         f"</head><body>{body}</body></html>"
     )
+
+
+def preview_table(reports: Sequence[WorkspaceReport], limit: int = PREVIEW_ROWS) -> str:
+    """The day's rows of analytics.insight_reports as a Markdown table, a workspace's rows
+    together ('all' first): workspaces with anomalies first, then the busiest."""
+    frame = pd.DataFrame(
+        [
+            {
+                "workspace": report.name,
+                "source": source,
+                "items": row["items"],
+                "negative": row["negative"],
+                "avg sentiment": ""
+                if row["avg_sentiment"] is None
+                else f"{row['avg_sentiment']:+.2f}",
+                "anomalies": ", ".join(a["kind"] for a in row["anomalies"]),
+                # topic labels are words of customer text
+                "top topic": _md_escape(row["top_topics"][0]["topic"]) if row["top_topics"] else "",
+                "_anomalies": len(row["anomalies"]),
+                "_source": "" if source == ALL_SOURCES else source,  # 'all' first
+            }
+            for report in reports
+            for source, row in report.rows.items()
+        ]
+    )
+    if frame.empty:
+        return "No feedback on this day."
+    by_workspace = frame.groupby("workspace")
+    frame = frame.assign(
+        _anomalies=by_workspace["_anomalies"].transform("sum"),
+        _items=by_workspace["items"].transform("max"),  # the 'all' row's
+    ).sort_values(
+        ["_anomalies", "_items", "workspace", "_source"],
+        ascending=[False, False, True, True],
+        kind="stable",
+    )
+    shown = frame.head(limit).drop(columns=["_anomalies", "_items", "_source"])
+    table = shown.to_markdown(
+        index=False,
+        disable_numparse=True,
+        colalign=["left", "left", *["right"] * 3, "left", "left"],
+    )
+    more = len(frame) - len(shown)
+    return table + (f"\n\n_{more} more row(s) in analytics.insight_reports._" if more else "")
 
 
 def report_path(workspace: str, day: date) -> str:
@@ -468,6 +735,7 @@ def insight_reports(
                 or "No workspaces."
             ),
             "html_files": dg.MetadataValue.json(files),
+            "preview": dg.MetadataValue.md(preview_table(reports)),
         }
     )
 

@@ -43,7 +43,7 @@ $(MANIFEST): $(STAMP) $(DBT_FILES) assets/analytics/project.py
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 25
 
 demo: setup
 	$(BIN)/supportflow demo

@@ -138,6 +138,7 @@ class DemoRun:
     webhooks_url: str = ""
     provider_keys: Any = None
     facts: dict[str, Any] = field(default_factory=dict)
+    conversation_messages: int = DEMO_CONVERSATION_MESSAGES
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
@@ -449,7 +450,7 @@ def email_delivery(run: DemoRun) -> str:
     )
 
 
-def demo_conversation_stream(now: datetime) -> Any:
+def demo_conversation_stream(now: datetime, messages: int = DEMO_CONVERSATION_MESSAGES) -> Any:
     """The demo tenant's channels: six origins, customers writing over the backfill days until
     DEMO_CONVERSATIONS_QUIET_HOURS before `now`. Message and event ids depend on the seed only,
     so a later demo re-sends the same messages and nothing changes twice."""
@@ -461,8 +462,9 @@ def demo_conversation_stream(now: datetime) -> Any:
         seed=DEMO_SEED,
         tenants=(DEMO_TENANT,),
         origins_per_tenant=6,
-        authors=DEMO_CONVERSATION_AUTHORS,
-        messages=DEMO_CONVERSATION_MESSAGES,
+        # as many messages per customer however many messages: 10 each by default
+        authors=max(1, round(messages * DEMO_CONVERSATION_AUTHORS / DEMO_CONVERSATION_MESSAGES)),
+        messages=messages,
         start=start,
         days=(now - quiet - start) / timedelta(days=1),
     )
@@ -477,7 +479,7 @@ def register_conversations(run: DemoRun) -> str:
         save_work_queue,
     )
 
-    stream = demo_conversation_stream(demo_now())
+    stream = demo_conversation_stream(demo_now(), run.conversation_messages)
     added = []
     with _connection(run) as conn:
         known = {origin.ref for origin in list_origins(conn, DEMO_TENANT)}
@@ -502,7 +504,7 @@ def ingest_conversations(run: DemoRun) -> str:
     from orchestration.message_keys import message_key
 
     now = demo_now()
-    stream = demo_conversation_stream(now)
+    stream = demo_conversation_stream(now, run.conversation_messages)
     queues = run.defs.resources["queues"]
     bodies = stream.messages()
     queues.send("messages", bodies, dedup_key=message_key("messages"))
@@ -806,15 +808,15 @@ def conversation_summary(database_url: str, tenant: str = DEMO_TENANT) -> dict[s
 
 def export_locations(settings: Settings) -> dict[str, Any]:
     """Where the activity export files and the insight reports are (local directory or S3)."""
-    root = settings.export_url
-    summary: dict[str, Any] = {"root": root}
-    if root.startswith("s3://"):
-        return summary
-    base = Path(root)
-    summary["activity_files"] = sorted(base.glob("activities/tenant=*/date=*/*"))
-    reports = sorted(base.glob(f"insight_reports/{DEMO_WORKSPACE}/*.html"))
-    summary["latest_report"] = reports[-1] if reports else None
-    return summary
+    from resources.runtime import make_export_storage
+
+    storage = make_export_storage(settings)
+    reports = storage.list_files(f"insight_reports/{DEMO_WORKSPACE}")
+    return {
+        "root": settings.export_url,
+        "activity_files": storage.list_files("activities"),
+        "latest_report": storage.uri(reports[-1]) if reports else None,
+    }
 
 
 def _anomaly_text(anomaly: Any) -> str:
@@ -900,9 +902,8 @@ def print_summary(run: DemoRun) -> None:
     exports = export_locations(run.settings)
     echo("")
     echo(f"Files under {exports['root']}")
-    if "activity_files" in exports:
-        echo(f"  activity exports: {len(exports['activity_files'])} files in activities/tenant=*/")
-        echo(f"  latest insight report (HTML): {exports['latest_report']}")
+    echo(f"  activity exports: {len(exports['activity_files'])} files in activities/tenant=*/")
+    echo(f"  latest insight report (HTML): {exports['latest_report']}")
 
     launched = launchers(run.facts.get("runs", []))
     echo("")
@@ -926,9 +927,13 @@ def print_summary(run: DemoRun) -> None:
     )
 
 
-def run_demo(settings: Settings, echo: Callable[[str], None] = click.echo) -> DemoRun:
+def run_demo(
+    settings: Settings,
+    echo: Callable[[str], None] = click.echo,
+    conversation_messages: int = DEMO_CONVERSATION_MESSAGES,
+) -> DemoRun:
     """Run every step, printing progress; raises DemoFailed naming the step that failed."""
-    run = DemoRun(settings=settings, echo=echo)
+    run = DemoRun(settings=settings, echo=echo, conversation_messages=conversation_messages)
     echo(f"supportflow demo (SUPPORTFLOW_HOME={settings.home})")
     started = time.monotonic()
     with run.stack, warnings.catch_warnings():

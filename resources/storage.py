@@ -98,6 +98,23 @@ class ExportStorage(dg.ConfigurableResource):
             return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
         return Path(self.uri(relative_path)).read_bytes()
 
+    def list_files(self, relative_prefix: str) -> list[str]:
+        """The stored files under a folder (relative paths, sorted), wherever they are."""
+        folder = relative_prefix.strip("/")
+        if self.is_s3:
+            bucket, key = self._bucket_key(folder + "/")
+            base = key[: len(key) - len(folder) - 1]
+            pages = self._s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            return sorted(
+                item["Key"][len(base) :] for page in pages for item in page.get("Contents", [])
+            )
+        root = Path(self.uri(""))
+        return sorted(
+            str(path.relative_to(root))
+            for path in (root / folder).rglob("*")
+            if path.is_file() and not path.name.startswith(".")
+        )
+
     def delete(self, relative_path: str) -> bool:
         """Remove one stored file (and its directory, locally, once empty); True if it existed."""
         if self.is_s3:

@@ -130,6 +130,21 @@ class Platform:
         """An export or report file, from wherever this shape keeps them."""
         return self.resources["export_storage"].read_bytes(relative_path)
 
+    def retry_is_due(self, db, queue: str, timeout: float = 30) -> None:
+        """A failed message's retry delay has passed: on PostgreSQL its visibility moves to now;
+        on SQS (whose delays are whole seconds) wait until the queue shows it again."""
+        import time
+
+        if not self.is_aws:
+            db.execute(
+                "update control.queue_messages set visible_at = now() where queue = %s", (queue,)
+            )
+            return
+        deadline = time.monotonic() + timeout
+        while self.resources["queues"].depth(queue) == 0:
+            assert time.monotonic() < deadline, f"the retried message never came back to {queue}"
+            time.sleep(0.2)
+
     def published_alerts(self, expected: int = 1, wait_seconds: float = 20) -> list[dict]:
         """The alerts SNS delivered to the subscribed queue (aws), waiting for `expected` of
         them at most `wait_seconds`; the embedded shape publishes nothing."""

@@ -178,20 +178,6 @@ def test_database_failure_during_drain_loses_nothing(
     assert resources["queues"].depth("activities") == 0
 
 
-def retry_is_due(platform, db, queues, queue: str) -> None:
-    """The failed message's retry delay has passed: on PostgreSQL by moving its visibility to
-    now, on SQS (whose delays are whole seconds) by waiting until the queue shows it again."""
-    if not platform.is_aws:
-        db.execute(
-            "update control.queue_messages set visible_at = now() where queue = %s", (queue,)
-        )
-        return
-    deadline = time.monotonic() + 30
-    while queues.depth(queue) == 0:
-        assert time.monotonic() < deadline, f"the retried message never came back to {queue}"
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
     platform, resources, settings, instance, activity_tables, tenant
@@ -208,7 +194,7 @@ def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
     quick = {"ops": {"activities": {"config": {"retry_base_seconds": 0.01}}}}
     for attempt in range(5):
         if attempt:
-            retry_is_due(platform, db, resources["queues"], "activities")
+            platform.retry_is_due(db, "activities")
         assert job.execute_in_process(instance=instance, run_config=quick).success
     (dead,) = resources["queues"].dead_letters("activities")
     assert dead.receive_count == 5 and "read-only" in dead.error

@@ -102,6 +102,9 @@ def dagster_resources(resources):
 
 
 @pytest.fixture
-def feedback_queue(pg_queues):
-    """The postgres queues, emptied (shared tables: other domains' tests also truncate them)."""
-    return pg_queues
+def feedback_queue(request, resources):
+    """The postgres queues, emptied (shared tables: other domains' tests also truncate them);
+    for a test in both shapes on SQS, that shape's queues (its own, empty)."""
+    if "platform" in request.fixturenames and request.getfixturevalue("platform").is_aws:
+        return resources["queues"]
+    return request.getfixturevalue("pg_queues")

@@ -82,9 +82,10 @@ def _pull(dagster_resources, workspace: str) -> dg.ExecuteInProcessResult:
 
 
 def test_discourse_and_webhook_into_one_workspace_each_item_once(
-    make_workspace, add_source, forum, forum_url, webhook_url, dagster_resources,
+    platform, make_workspace, add_source, forum, forum_url, webhook_url, dagster_resources,
     feedback_queue, db,
 ):  # fmt: skip
+    """In both shapes of the platform (pushed items through PostgreSQL queues or SQS)."""
     workspace = make_workspace()
     add_source(workspace, "discourse", "forum", **{"base-url": forum_url, "since": "2000-01-01"})
     _, shown = add_source(workspace, "webhook")

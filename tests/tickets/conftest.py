@@ -109,4 +109,5 @@ def run_sync(resources, settings) -> Callable:
             raise_on_error=raise_on_error,
         )
 
+    run.instance = instance  # the Dagster instance the runs are recorded in
     return run

@@ -4,6 +4,7 @@ token."""
 
 from __future__ import annotations
 
+import dagster as dg
 import pytest
 
 from sandbox.zendesk import RateLimits, ZendeskSandbox
@@ -109,7 +110,10 @@ def test_two_desks_side_by_side_do_not_mix(db, make_desk, run_sync):
     assert mixed == 0
 
 
-def test_wrong_token_fails_naming_the_desk_and_keeps_the_cursor(db, make_desk, run_sync):
+def test_wrong_token_fails_naming_the_desk_and_keeps_the_cursor(
+    platform, db, make_desk, run_sync, resources
+):
+    """In both shapes of the platform: the failed run raises its alert (on SNS too)."""
     sandbox = ZendeskSandbox(seed=31, tickets=200, rate_limits=FAST)
     desk = make_desk(sandbox)
     run_sync(desk)
@@ -129,3 +133,24 @@ def test_wrong_token_fails_naming_the_desk_and_keeps_the_cursor(db, make_desk, r
         "select count(*) from raw.zendesk_tickets where desk_id = %s", (desk.desk_id,)
     ).fetchone()[0]
     assert count == 200
+
+    # the daemon's run-failure sensor sees the failed run: an alert for the operator
+    from sensors.alerts import alert_on_run_failure
+
+    with dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure",
+        dagster_instance=run_sync.instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources={"alerts": resources["alerts"]},
+    ) as context:
+        alert_on_run_failure(context.for_run_failure())
+    stored = db.execute(
+        "select source, details->'tags' from control.alerts where details->>'run_id' = %s",
+        (result.run_id,),
+    ).fetchall()
+    assert stored == [(f"run:{result.dagster_run.job_name}", {"dagster/partition": desk.name})]
+    if platform.is_aws:
+        (published,) = platform.published_alerts()
+        assert published["run_id"] == result.run_id
+        assert published["tags"] == {"dagster/partition": desk.name}

@@ -360,6 +360,26 @@ def test_sqs_queue_is_created_with_a_dead_letter_queue_and_redrive_policy(sqs_qu
     assert (row.visible, row.dead) == (1, 0)
 
 
+def test_sqs_itself_redrives_a_message_received_past_the_limit(sqs_queue_backend):
+    """The backstop: consumers that die before `receive` can move a message (six raw receives,
+    none acknowledged) leave it to SQS's redrive policy, and the dead-letter queue shows it with
+    its body."""
+    queues = sqs_queue_backend
+    queues.send("activities", [{"activity_id": "a-dies", "text": "kept"}])
+    client = queues._client()
+    url = client.get_queue_url(QueueName=f"{queues.prefix}activities")["QueueUrl"]
+    for _ in range(queues.max_receives + 1):  # the redrive policy's maxReceiveCount
+        [message] = client.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=1)[
+            "Messages"
+        ]
+    assert client.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+    [letter] = queues.dead_letters("activities")
+    assert letter.body == {"activity_id": "a-dies", "text": "kept"}
+    assert queues.depth("activities") == 0
+    [row] = [s for s in queues.stats() if s.queue == "activities"]
+    assert (row.visible, row.in_flight, row.dead) == (0, 0, 1)
+
+
 def test_sqs_uses_batches_of_ten(sqs_queue_backend):
     calls: list[str] = []
     client = sqs_queue_backend._client()

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES, STATES
 from assets.conversations.store import (
@@ -26,6 +25,7 @@ from assets.conversations.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
+from resources.frames import markdown_head, query_frame
 from resources.partitions import DAILY_FRESHNESS, daily_partitions, window_days
 from resources.queues import QueueResource, drain
 from resources.settings import Settings
@@ -216,13 +216,13 @@ COUNTER_PREVIEW_ROWS = 15
 def _counter_metadata(warehouse: WarehouseResource) -> dict[str, Any]:
     """Memberships per state, and a preview of the counters: a row per work queue, a column per
     state in lifecycle order, the queues with the most open (not yet solved) tickets first."""
-    with warehouse.connection() as conn, conn.cursor() as cur:
-        cur.execute(
+    with warehouse.connection() as conn:
+        counters = query_frame(
+            conn,
             "select c.tenant_id as tenant, coalesce(q.name, '#' || c.queue_id) as queue, "
             "c.state, c.ticket_count "
-            "from analytics.queue_counters c left join control.work_queues q using (queue_id)"
+            "from analytics.queue_counters c left join control.work_queues q using (queue_id)",
         )
-        counters = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description or []])
     totals = counters.groupby("state")["ticket_count"].sum()  # sorted by state
     metadata: dict[str, Any] = {f"memberships_{state}": int(n) for state, n in totals.items()}
     if counters.empty:
@@ -240,11 +240,8 @@ def _counter_metadata(warehouse: WarehouseResource) -> dict[str, Any]:
     table = table.sort_values(
         ["open", "tenant", "queue"], ascending=[False, True, True], kind="stable"
     )
-    shown = table.head(COUNTER_PREVIEW_ROWS)
-    more = len(table) - len(shown)
     metadata["preview"] = dg.MetadataValue.md(
-        shown.to_markdown(index=False)
-        + (f"\n\n_{more} more work queue(s) in analytics.queue_counters._" if more else "")
+        markdown_head(table, COUNTER_PREVIEW_ROWS, "work queue(s) in analytics.queue_counters")
     )
     return metadata
 

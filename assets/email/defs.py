@@ -22,7 +22,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import dagster as dg
-import pandas as pd
 import psycopg
 from dagster._core.definitions.data_version import extract_data_version_from_entry
 
@@ -43,6 +42,7 @@ from assets.email.store import (
 )
 from resources.alerts import AlertsResource
 from resources.columns import table_schema
+from resources.frames import markdown_head, query_frame
 from resources.partitions import DAILY_FRESHNESS, daily_partitions
 from resources.queues import BatchOutcome, Message, QueueResource, drain
 from resources.settings import Settings
@@ -406,13 +406,12 @@ TEMPLATE_PREVIEW_ROWS = 15
 def template_stats_preview(conn: psycopg.Connection, first: date, last: date) -> str:
     """The materialized days of analytics.template_stats_daily as a Markdown table: one row per
     tenant and template, a column per status, the most sent first."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "select tenant_id as tenant, template_id as template, status, notification_count "
-            "from analytics.template_stats_daily where day between %s and %s",
-            (first, last),
-        )
-        frame = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description or []])
+    frame = query_frame(
+        conn,
+        "select tenant_id as tenant, template_id as template, status, notification_count "
+        "from analytics.template_stats_daily where day between %s and %s",
+        (first, last),
+    )
     if frame.empty:
         return "No notifications on these days."
     table = frame.pivot_table(
@@ -426,12 +425,10 @@ def template_stats_preview(conn: psycopg.Connection, first: date, last: date) ->
     table = table.sort_values(
         ["total", "tenant", "template"], ascending=[False, True, True], kind="stable"
     )
-    shown = table.head(TEMPLATE_PREVIEW_ROWS)
-    more = len(table) - len(shown)
-    return shown.to_markdown(index=False) + (
-        f"\n\n_{more} more tenant/template row(s) in analytics.template_stats_daily._"
-        if more
-        else ""
+    return markdown_head(
+        table,
+        TEMPLATE_PREVIEW_ROWS,
+        "tenant/template row(s) in analytics.template_stats_daily",
     )
 
 

@@ -50,6 +50,7 @@ from psycopg.types.json import Jsonb
 
 from assets.feedback.store import begin_day_report
 from resources.columns import table_schema
+from resources.frames import markdown_head, query_frame
 from resources.partitions import DAILY_FRESHNESS, daily_partitions
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
@@ -294,24 +295,22 @@ def read_window(
 ) -> pd.DataFrame:
     """The feedback items of these workspaces from `start` to `day` (UTC days), oldest first.
     Only the day's own items carry their text (the examples); psycopg 3 without SQLAlchemy is
-    no `pd.read_sql` connection, so the frame is built from the cursor."""
-    with conn.cursor() as cur:
-        cur.execute(
-            """
-            select workspace_id, (created_at at time zone 'UTC')::date as day, source, item_id,
-                   case when created_at >= (%(day)s::date)::timestamp at time zone 'UTC'
-                        then left(text, 200) end as text,
-                   sentiment_label, sentiment_score, topics
-            from raw.feedback_items
-            where workspace_id = any(%(ids)s)
-              and created_at >= (%(start)s::date)::timestamp at time zone 'UTC'
-              and created_at < (%(day)s::date + 1)::timestamp at time zone 'UTC'
-            order by workspace_id, created_at, item_id
-            """,
-            {"ids": list(workspace_ids), "start": start, "day": day},
-        )
-        columns = [column.name for column in cur.description or []]
-        frame = pd.DataFrame(cur.fetchall(), columns=columns)
+    no `pd.read_sql` connection, so the frame is built from the cursor (`query_frame`)."""
+    frame = query_frame(
+        conn,
+        """
+        select workspace_id, (created_at at time zone 'UTC')::date as day, source, item_id,
+               case when created_at >= (%(day)s::date)::timestamp at time zone 'UTC'
+                    then left(text, 200) end as text,
+               sentiment_label, sentiment_score, topics
+        from raw.feedback_items
+        where workspace_id = any(%(ids)s)
+          and created_at >= (%(start)s::date)::timestamp at time zone 'UTC'
+          and created_at < (%(day)s::date + 1)::timestamp at time zone 'UTC'
+        order by workspace_id, created_at, item_id
+        """,
+        {"ids": list(workspace_ids), "start": start, "day": day},
+    )
     return frame.assign(
         day=pd.to_datetime(frame["day"]),
         sentiment_score=frame["sentiment_score"].astype("float64"),
@@ -641,14 +640,13 @@ def preview_table(reports: Sequence[WorkspaceReport], limit: int = PREVIEW_ROWS)
         ascending=[False, False, True, True],
         kind="stable",
     )
-    shown = frame.head(limit).drop(columns=["_anomalies", "_items", "_source"])
-    table = shown.to_markdown(
-        index=False,
+    return markdown_head(
+        frame.drop(columns=["_anomalies", "_items", "_source"]),
+        limit,
+        "row(s) in analytics.insight_reports",
         disable_numparse=True,
         colalign=["left", "left", *["right"] * 3, "left", "left"],
     )
-    more = len(frame) - len(shown)
-    return table + (f"\n\n_{more} more row(s) in analytics.insight_reports._" if more else "")
 
 
 def report_path(workspace: str, day: date) -> str:

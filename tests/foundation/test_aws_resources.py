@@ -13,7 +13,6 @@ import boto3
 import dagster as dg
 import pandas as pd
 import psycopg
-import pytest
 from dagster_aws.s3 import S3Resource
 
 from assets.activities import defs as activities
@@ -26,14 +25,6 @@ from resources.settings import Settings
 from resources.storage import ExportStorage
 from resources.warehouse import WarehouseResource
 from tests.activities.helpers import make_event
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return moto_endpoint
 
 
 def test_s3_storage_writes_reads_and_names_objects_under_the_prefix(aws):

@@ -28,14 +28,6 @@ from webhooks.app import build_service, create_app, serve_in_thread
 REGION = "eu-west-1"
 
 
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return moto_endpoint
-
-
 @pytest.fixture(scope="module")
 def provider_keys() -> ProviderKeys:
     return ProviderKeys.generate()

@@ -130,18 +130,29 @@ class Platform:
         """An export or report file, from wherever this shape keeps them."""
         return self.resources["export_storage"].read_bytes(relative_path)
 
-    def retry_is_due(self, db, queue: str, timeout: float = 30) -> None:
-        """A failed message's retry delay has passed: on PostgreSQL its visibility moves to now;
-        on SQS (whose delays are whole seconds) wait until the queue shows it again."""
+    def retry_is_due(self, db, queue: str, timeout: float = 60) -> bool:
+        """Wait until a failed message's retry is due: True when it is visible again, False
+        when nothing waits any more (it was dead-lettered meanwhile).
+
+        On PostgreSQL its visibility moves to now. On SQS, whose delays are whole seconds, a
+        drain long-polling for a second may receive a one-second retry again in the same run,
+        so the message can reach its receive limit before the test asks: the queue's counts,
+        not the number of drains, say which it is.
+        """
         import time
 
         if not self.is_aws:
-            db.execute(
+            moved = db.execute(
                 "update control.queue_messages set visible_at = now() where queue = %s", (queue,)
-            )
-            return
+            ).rowcount
+            return moved > 0
         deadline = time.monotonic() + timeout
-        while self.resources["queues"].depth(queue) == 0:
+        while True:
+            (stats,) = [s for s in self.resources["queues"].stats() if s.queue == queue]
+            if stats.visible:
+                return True
+            if not stats.in_flight and not stats.delayed:
+                return False
             assert time.monotonic() < deadline, f"the retried message never came back to {queue}"
             time.sleep(0.2)
 

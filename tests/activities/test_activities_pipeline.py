@@ -193,8 +193,8 @@ def test_a_message_failing_five_times_is_dead_lettered_with_an_alert(
     job = failing.resolve_job_def("activities_drain")
     quick = {"ops": {"activities": {"config": {"retry_base_seconds": 0.01}}}}
     for attempt in range(5):
-        if attempt:
-            platform.retry_is_due(db, "activities")
+        if attempt and not platform.retry_is_due(db, "activities"):
+            break  # SQS: a drain received the retry twice, and the last receive dead-lettered it
         assert job.execute_in_process(instance=instance, run_config=quick).success
     (dead,) = resources["queues"].dead_letters("activities")
     assert dead.receive_count == 5 and "read-only" in dead.error

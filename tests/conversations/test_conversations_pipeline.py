@@ -281,7 +281,8 @@ def test_invalid_messages_and_events_reach_the_dead_letter_queue_with_their_reas
             ).fetchall()
             assert len(waiting) == 1 and waiting[0][0] == receive - 1
             assert "Unknown customer 'stranger'" in waiting[0][1]
-        platform.retry_is_due(db, "messages")
+        if not platform.retry_is_due(db, "messages"):
+            break  # SQS: a drain received the retry twice, and the last receive dead-lettered it
         run_drain(conv_defs, instance, resources)
     (last,) = [d for d in queues.dead_letters("messages") if d.body["message_id"] == "b6"]
     assert "Unknown customer 'stranger'" in last.error and "$.customer" in last.error

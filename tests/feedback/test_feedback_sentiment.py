@@ -221,3 +221,26 @@ def test_baseline_kept_when_the_classifier_does_not_beat_it():
     assert selection.evaluation[BASELINE]["macro_f1"] == 1.0
     assert selection.evaluation["tenant_tfidf_logreg"]["macro_f1"] < 1.0
     assert selection.evaluation["reason"].startswith("no trained engine beat the baseline")
+
+
+def test_scoring_with_the_baseline_does_not_load_scikit_learn():
+    """Every conversations drain scores customer texts with the baseline: it must not pay the
+    seconds of scikit-learn's imports that only training and evaluating engines need."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys\n"
+        "from assets.feedback.rules import score_sentiment\n"
+        "from assets.conversations.store import Engines\n"
+        "((score, label),) = score_sentiment(['Thanks, that fixed it!'])\n"
+        "assert score > 0 and label == 'positive', (score, label)\n"
+        "assert Engines.default().sentiment(['this is awful'])[0] < 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
 
 from assets.feedback.sentiment.base import SentimentEngine, score_labels
 from assets.feedback.sentiment.tfidf_logreg import TfidfLogRegEngine
@@ -48,6 +46,10 @@ class Selection:
 
 
 def figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str, float]:
+    # scikit-learn is imported where engines are evaluated: scoring with the baseline (every
+    # conversations drain) must not pay seconds of its imports
+    from sklearn.metrics import accuracy_score, f1_score
+
     return {
         "accuracy": round(float(accuracy_score(truth, predicted)), 4),
         "macro_f1": round(
@@ -61,6 +63,8 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, SentimentEngine]]:
     """Train every trainable engine on 75 % of the rated texts and score every engine on the
     held-out 25 %. Returns (figures by engine + majority baseline, fitted engines)."""
+    from sklearn.model_selection import train_test_split
+
     train_x, test_x, train_y, test_y = train_test_split(
         list(texts), list(ratings), test_size=TEST_SHARE, random_state=seed, stratify=ratings
     )

@@ -5,13 +5,14 @@ are unhappy ("charged twice", "still waiting"), which a general lexicon does not
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
 from assets.feedback.sentiment.base import SentimentEngine
+
+if TYPE_CHECKING:  # scikit-learn is imported when a model is trained, not with the registry
+    from sklearn.pipeline import Pipeline
 
 
 class TfidfLogRegEngine(SentimentEngine):
@@ -25,6 +26,10 @@ class TfidfLogRegEngine(SentimentEngine):
 
     @classmethod
     def train(cls, texts: Sequence[str], ratings: Sequence[str]) -> TfidfLogRegEngine:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
         pipeline = Pipeline(
             [
                 (

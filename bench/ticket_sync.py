@@ -1,12 +1,23 @@
-"""Benchmark: Zendesk ticket sync end to end into PostgreSQL, beside raw COPY of the same rows.
+"""Benchmark: Zendesk ticket sync end to end into PostgreSQL.
 
-Starts its own embedded PostgreSQL in a temporary SUPPORTFLOW_HOME and the sandbox
-(`supportflow sandbox serve --no-rate-limit`) in a subprocess, so the API server does not share
-this process's interpreter. Then, for each round, a fresh desk syncs all tickets with sideloads
-(HTTP, JSON, rows, COPY into staging, upsert, cursor, one transaction per page) and the same rows
-are COPYed raw into a plain table in one statement. Prints the medians, the ratio, and the
-requests per 1,000 comments of the ticket events export.
+Two modes, each starting its own embedded PostgreSQL in a temporary SUPPORTFLOW_HOME and the
+sandbox in a subprocess (so the API server does not share the measured interpreter).
 
+`--limits enterprise`: a desk's initial sync under Zendesk Enterprise limits (700 requests a
+minute for the account, 10 a minute for incremental exports) on a clock running `--clock-scale`
+(10) times faster, the desk's own budgets scaled to match. 20,000 tickets with about 4 comments
+each, `--deleted` (200) of them deleted before the sync, drawn from the newest tenth of the
+tickets (`--deleted-newest 1` draws from all). The sync is `supportflow sync` in a process of its
+own, as a user runs it. Prints the simulated minutes from the sync's first to its last request
+(the measure of the goal: process start-up happens at real speed, so it is printed apart, not
+scaled), requests by endpoint, 429s, the sync process's peak RSS (its ru_maxrss from wait4) and
+the comparison of the warehouse with the sandbox's truth: every ticket and comment once, on its
+ticket, deleted tickets marked. Left out: network latency (the sandbox is local) and other
+API users of the account.
+
+Default mode (loader speed, no rate limit): see `run` below.
+
+    .venv/bin/python bench/ticket_sync.py --limits enterprise
     .venv/bin/python bench/ticket_sync.py [--tickets 100000] [--rounds 3]
 """
 
@@ -67,12 +78,158 @@ def raw_copy(url: str, definition: str, rows: list[tuple]) -> float:
     return len(rows) / elapsed
 
 
+# Zendesk Enterprise: 700 requests a minute for the account, 10 a minute for incremental exports
+LIMITS = {"enterprise": (10, 700)}
+
+
+def serve_sandbox(args: argparse.Namespace) -> None:
+    """The sandbox process of the limits mode: one account with the plan's limits on a clock
+    running `clock_scale` times faster, some tickets deleted before the sync starts."""
+    import random
+
+    import uvicorn
+
+    from sandbox.server import SandboxConfig, build_app
+    from sandbox.zendesk import RateLimits, ZendeskSandbox
+
+    export_limit, api_limit = LIMITS[args.limits]
+    account = ZendeskSandbox(
+        seed=7,
+        tickets=args.tickets,
+        comments_per_ticket=args.comments_per_ticket,
+        rate_limits=RateLimits(export_per_minute=export_limit, api_per_minute=api_limit),
+        clock_scale=args.clock_scale,
+    )
+    # spam and mistakes are deleted soon after they arrive: deleted tickets are drawn from the
+    # newest `--deleted-newest` share of tickets (1.0: from all of them)
+    ids = sorted(account.tickets)
+    newest = ids[int(len(ids) * (1 - args.deleted_newest)) :]
+    account.delete_tickets(sorted(random.Random(7).sample(newest, args.deleted)))
+    config = SandboxConfig(extra={"zendesk_accounts": {"default": account}})
+    uvicorn.run(
+        build_app(config),
+        host="127.0.0.1",
+        port=args.serve_sandbox,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+
+
+def run_limits(home: Path, base_url: str, sandbox: subprocess.Popen, args) -> None:
+    """Initial sync of one desk by `supportflow sync` in a process of its own, under the plan's
+    limits on the scaled clock; prints simulated minutes, requests, 429s, the sync process's
+    peak RSS and the comparison with the sandbox's truth."""
+    import httpx
+    import psycopg
+
+    from assets.tickets.desks import add_desk
+    from resources.runtime import warehouse_url
+    from resources.secrets import SecretBox
+    from resources.settings import Settings
+    from sandbox.zendesk import SANDBOX_EMAIL, SANDBOX_TOKEN
+
+    export_limit, api_limit = LIMITS[args.limits]
+    scale = args.clock_scale
+    url = warehouse_url(Settings.from_env())
+    t0 = time.monotonic()
+    wait_for(base_url, sandbox)
+    print(f"sandbox with {args.tickets:,} tickets ready in {time.monotonic() - t0:.1f} s")
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_desk(
+            conn,
+            SecretBox.from_settings(None, home),
+            name="bench",
+            subdomain="bench",
+            base_url=base_url,
+            email=SANDBOX_EMAIL,
+            token=SANDBOX_TOKEN,
+            # the desk's own budgets on the same scaled clock as the sandbox's limits
+            export_rate_per_minute=int(export_limit * scale),
+            api_rate_per_minute=int(api_limit * scale),
+        )
+    command = [sys.executable, "-m", "orchestration.cli", "sync", "bench"]
+    load = os.getloadavg()
+    started = time.time()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.time() - started
+    out, err = process.stdout.read().decode(), process.stderr.read().decode()
+    if status != 0:
+        raise SystemExit(f"supportflow sync failed ({status}): {err.strip()}")
+    truth = httpx.get(f"{base_url}/_sandbox/zendesk/default/truth", timeout=30).json()
+    ids = httpx.get(f"{base_url}/_sandbox/zendesk/default/truth/ids", timeout=60).json()
+    first, last = ids["request_span"]
+    ended = {}  # endpoint -> simulated minutes from the first request to its last one
+    for at, endpoint in ids["requests"]:
+        ended[endpoint] = (at - first) * scale / 60
+    with psycopg.connect(url) as conn:
+        tickets = dict(conn.execute("select ticket_id, is_deleted from raw.zendesk_tickets"))
+        comments = conn.execute("select comment_id, ticket_id from raw.zendesk_ticket_comments")
+        comments = comments.fetchall()
+    want_tickets = {tid: deleted for tid, deleted in ids["tickets"]}
+    want_comments = {cid: tid for cid, tid in ids["comments"]}
+    got_comments = dict(comments)
+    missing = set(want_comments) - set(got_comments)
+    extra = set(got_comments) - set(want_comments)
+    wrong = sum(1 for cid, tid in got_comments.items() if want_comments.get(cid, tid) != tid)
+    exact = (
+        tickets == want_tickets
+        and not missing
+        and not extra
+        and not wrong
+        and len(comments) == len(got_comments)
+    )
+    requests = truth["requests"]
+    throttled = {k: v for k, v in truth["responses"].items() if k.startswith("429")}
+    print(f"load before the sync: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(out.strip())
+    print(
+        f"{args.limits} limits ({export_limit}/min exports, {api_limit}/min account), "
+        f"clock x{scale:g}"
+    )
+    print(
+        f"{len(want_tickets):,} tickets ({sum(want_tickets.values())} deleted), "
+        f"{len(want_comments):,} comments"
+    )
+    print(
+        f"initial sync: {(last - first) * scale / 60:.1f} simulated minutes from the first to "
+        f"the last request ({last - first:.1f} s real); the whole command {wall:.1f} s real "
+        f"({wall * scale / 60:.1f} simulated minutes if its start-up is scaled too)"
+    )
+    print(f"requests: {sum(requests.values()):,} {dict(sorted(requests.items()))}")
+    print(
+        "last request by endpoint, simulated minutes: "
+        + ", ".join(f"{e} {m:.1f}" for e, m in sorted(ended.items(), key=lambda i: i[1]))
+    )
+    print(f"429s: {sum(throttled.values())} {throttled}")
+    print(f"peak RSS of `supportflow sync`: {usage.ru_maxrss / 1024:.0f} MB")
+    print(
+        f"exact: {'yes' if exact else 'NO'} (tickets {len(tickets):,}/{len(want_tickets):,}, "
+        f"deleted marked {sum(tickets.values())}/{sum(want_tickets.values())}; comments "
+        f"{len(got_comments):,}/{len(want_comments):,}, missing {len(missing)}, extra "
+        f"{len(extra)}, on the wrong ticket {wrong})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tickets", type=int, default=100_000)
-    parser.add_argument("--comments-per-ticket", type=float, default=1.5)
+    parser.add_argument("--tickets", type=int, default=None)
+    parser.add_argument("--comments-per-ticket", type=float, default=None)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limits", choices=sorted(LIMITS), default=None)
+    parser.add_argument("--clock-scale", type=float, default=10.0)
+    parser.add_argument("--deleted", type=int, default=200)
+    parser.add_argument("--deleted-newest", type=float, default=0.1)
+    parser.add_argument("--serve-sandbox", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tickets is None:
+        args.tickets = 20_000 if args.limits else 100_000
+    if args.comments_per_ticket is None:
+        args.comments_per_ticket = 4.0 if args.limits else 1.5
+    if args.serve_sandbox is not None:
+        serve_sandbox(args)
+        return
 
     home = Path(tempfile.mkdtemp(prefix="sf-bench-tickets-"))
     os.environ["SUPPORTFLOW_HOME"] = str(home)
@@ -83,8 +240,16 @@ def main() -> None:
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    sandbox = subprocess.Popen(
-        [
+    if args.limits:
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *sys.argv[1:],
+            "--serve-sandbox",
+            str(port),
+        ]
+    else:
+        command = [
             sys.executable,
             "-m",
             "orchestration.cli",
@@ -99,14 +264,15 @@ def main() -> None:
             "--comments-per-ticket",
             str(args.comments_per_ticket),
             "--no-rate-limit",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
+    sandbox = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        run(home, f"http://127.0.0.1:{port}", sandbox, args)
+        if args.limits:
+            run_limits(home, f"http://127.0.0.1:{port}", sandbox, args)
+        else:
+            run(home, f"http://127.0.0.1:{port}", sandbox, args)
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=10)

@@ -313,6 +313,10 @@ class ZendeskClient(dg.ConfigurableResource):
     backoff_base_seconds: float = 1.0
     page_size: int = 1000
     events_page_size: int = 1000
+    # a desk's first comment sync: tickets read per ticket at once, and the estimated export
+    # requests below which the export alone reads everything
+    comment_workers: int = 8
+    split_min_export_pages: int = 10
     home: str = ".supportflow"
     secret_key: str = ""
 

@@ -23,8 +23,10 @@ the predicate picks until released, so a test can stop a client at a known point
 `link_base` (an origin and path, e.g. another local port) makes every next-page link a response
 carries (`after_url`, `next_page`, `links.next`) point there instead of at the account, as a
 hostile or misconfigured upstream would: a client must not follow it.
-`apply_changes` adds, updates and deletes tickets and adds comments between syncs; `truth_*`
-give the expected end state for exact comparisons.
+`apply_changes` adds, updates and deletes tickets and adds comments between syncs
+(`delete_tickets` deletes chosen ones); `truth_*` give the expected end state for exact
+comparisons, and `/_sandbox/zendesk/{account}/truth/ids` every ticket id (deleted or not), every
+comment id with its ticket, and the wall-clock time and endpoint of every API request.
 
 Accounts are served at `/api/v2/...` (account "default") and `/accounts/{account}/api/v2/...`;
 control endpoints live under `/_sandbox/zendesk/{account}/...` (changes, faults, truth).
@@ -215,6 +217,10 @@ class ZendeskSandbox:
         self._next_audit = 50_000_001
         self.requests: Counter[str] = Counter()
         self.responses: Counter[str] = Counter()
+        # wall-clock time (unix s) of the first and last API request, to time a whole sync
+        self.first_request_at: float | None = None
+        self.last_request_at: float | None = None
+        self.request_log: list[tuple[float, str]] = []  # (wall-clock time, endpoint)
         self._windows: dict[str, deque[float]] = {"export": deque(), "api": deque()}
         self.fault_plan: FaultPlan | None = None
         self._hold: RequestHold | None = None
@@ -583,6 +589,19 @@ class ZendeskSandbox:
             self._offset += advance_seconds
             return summary
 
+    def delete_tickets(self, ticket_ids: list[int], advance_seconds: int = 61) -> None:
+        """Delete the given tickets now (they come again from the export, `status: deleted`;
+        their comments stay in the events export and are gone from the per-ticket endpoint)."""
+        with self.lock:
+            ts = self.now()
+            for tid in ticket_ids:
+                ticket = self.tickets[tid]
+                old = ticket["generated_timestamp"]
+                ticket["status"] = "deleted"
+                self._stamp(ticket, updated=ts, generated=ts)
+                self._reorder(ticket, old)
+            self._offset += advance_seconds
+
     # --- ground truth ---------------------------------------------------------------------
 
     def public_ticket(self, ticket: dict) -> dict:
@@ -718,6 +737,10 @@ class ZendeskSandbox:
         (fault kind or "401", retry-after seconds)."""
         with self.lock:
             self.requests[endpoint] += 1
+            self.last_request_at = time.time()
+            self.request_log.append((self.last_request_at, endpoint))
+            if self.first_request_at is None:
+                self.first_request_at = self.last_request_at
             if not self._authorized(authorization):
                 self.responses["401"] += 1
                 return ("401", 0.0)
@@ -1030,6 +1053,20 @@ def routes(config: Any) -> list[BaseRoute]:
             }
         )
 
+    async def control_truth_ids(request: Request) -> Response:
+        try:
+            sandbox, _ = account_of(request)
+        except SandboxHTTPError as exc:
+            return _error(exc.status, exc.error, exc.description)
+        with sandbox.lock:
+            tickets = [[tid, t["status"] == "deleted"] for tid, t in sandbox.tickets.items()]
+            comments = [[c["id"], tid] for tid, cs in sandbox.comments.items() for c in cs]
+            span = [sandbox.first_request_at, sandbox.last_request_at]
+            log = list(sandbox.request_log)
+        return _json(
+            {"tickets": tickets, "comments": comments, "request_span": span, "requests": log}
+        )
+
     api_routes = [
         (
             "/api/v2/incremental/tickets/cursor.json",
@@ -1052,5 +1089,6 @@ def routes(config: Any) -> list[BaseRoute]:
         Route("/_sandbox/zendesk/{account}/changes", control_changes, methods=["POST"]),
         Route("/_sandbox/zendesk/{account}/faults", control_faults, methods=["POST"]),
         Route("/_sandbox/zendesk/{account}/truth", control_truth, methods=["GET"]),
+        Route("/_sandbox/zendesk/{account}/truth/ids", control_truth_ids, methods=["GET"]),
     ]
     return result

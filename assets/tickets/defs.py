@@ -22,7 +22,7 @@ from assets.tickets.desks import (
     resync_desk,
 )
 from assets.tickets.rules import DESK_TAG
-from assets.tickets.store import sync_comments, sync_tickets
+from assets.tickets.store import SplitPolicy, sync_comments, sync_tickets
 from resources.columns import table_schema
 from resources.warehouse import WarehouseResource
 from resources.zendesk import ZendeskApi, ZendeskAuthError, ZendeskClient, ZendeskError
@@ -241,7 +241,8 @@ def zendesk_tickets(
     owners=OWNERS,
     kinds={"postgres", "python"},
     description="Every comment of every desk once (raw.zendesk_ticket_comments), from the "
-    "incremental ticket events export with comment events.",
+    "incremental ticket events export with comment events (a desk's first sync reads the oldest "
+    "tickets' comments per ticket at the same time).",
     metadata={
         "dagster/column_schema": COMMENT_SCHEMA,
         "dagster/table_name": "raw.zendesk_ticket_comments",
@@ -262,7 +263,14 @@ def zendesk_ticket_comments(
     with _open_api(warehouse, zendesk, desk) as api:
         try:
             stats = sync_comments(
-                warehouse.connection, api, desk, per_page=zendesk.events_page_size
+                warehouse.connection,
+                api,
+                desk,
+                per_page=zendesk.events_page_size,
+                split=SplitPolicy(
+                    workers=zendesk.comment_workers,
+                    min_export_pages=zendesk.split_min_export_pages,
+                ),
             )
         except Exception as exc:
             raise _fail(warehouse, desk, exc) from None
@@ -279,16 +287,21 @@ def zendesk_ticket_comments(
             (desk.desk_id,),
         ).fetchone()[0]
     context.log.info(
-        f"desk {desk.name}: {stats.inserted} new comments from {stats.events_seen} events "
-        f"in {stats.pages} pages"
+        f"desk {desk.name}: {stats.inserted + stats.per_ticket_inserted} new comments: "
+        f"{stats.inserted} from {stats.events_seen} events in {stats.pages} export pages, "
+        f"{stats.per_ticket_inserted} from {stats.tickets_read} tickets read per ticket"
     )
     yield dg.MaterializeResult(
         metadata={
             "desk": desk.name,
             "pages": stats.pages,
             "events_seen": stats.events_seen,
-            "rows_inserted": stats.inserted,
+            "rows_inserted": stats.inserted + stats.per_ticket_inserted,
             "overlap_duplicates": stats.duplicates,
+            "split_at": stats.split_at if stats.split_at is not None else -1,
+            "tickets_read_per_ticket": stats.tickets_read,
+            "rows_inserted_per_ticket": stats.per_ticket_inserted,
+            "gap_pages": stats.gap_pages,
             "cursor": stats.cursor if stats.cursor is not None else -1,
             **requests,
         }

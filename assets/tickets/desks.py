@@ -250,6 +250,7 @@ def resync_desk(conn: psycopg.Connection, name: str) -> Desk:
     """
     updated = conn.execute(
         "update control.desks set ticket_cursor = null, events_cursor = null, "
+        "comments_split_at = null, comments_backfill_after = null, comments_gap_from = null, "
         "updated_at = now() where name = %s",
         (name,),
     ).rowcount

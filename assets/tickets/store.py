@@ -7,10 +7,17 @@ with nothing lost and nothing twice. The cursor update is guarded by the cursor 
 from: if another sync moved it meanwhile, this page rolls back and the sync stops.
 
 The next ticket page is fetched in a background thread while the current one is written.
+
+A desk's first comment sync splits the work between Zendesk's two budgets (`plan_split`): the
+comments of the oldest tickets come from the per-ticket endpoint on the account-wide budget,
+several requests at a time, while the ticket events export (10 requests a minute) starts at the
+split time and covers everything newer, including whatever the account gains meanwhile. Comments
+are keyed by (desk, comment id), so one seen both ways is written once.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +40,7 @@ from assets.tickets.rules import (
     ticket_rows,
     user_rows,
 )
-from resources.zendesk import StartTimeTooRecent, TicketPage, ZendeskApi
+from resources.zendesk import StartTimeTooRecent, TicketPage, ZendeskApi, ZendeskError, budget_rate
 
 T = TypeVar("T")
 ConnectionFactory = Callable[[], Any]  # a context manager yielding a psycopg connection
@@ -232,6 +239,37 @@ class CommentSyncStats:
     duplicates: int = 0
     cursor: int | None = None
     seen: set[int] = field(default_factory=set, repr=False)
+    # the initial sync's per-ticket part (written by its own thread)
+    split_at: int | None = None
+    tickets_read: int = 0
+    per_ticket_inserted: int = 0
+    gap_pages: int = 0
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """When and how a desk's first comment sync reads the oldest tickets per ticket.
+
+    `events_per_ticket` estimates the export's events per ticket (comments and other changes)
+    and `budget_share` the share of the account budget the workers reach (each request's round
+    trip, parse and write cost time too) to balance the two parts; below `min_export_pages` of
+    estimated export requests the split is not worth it and the export alone reads everything.
+    """
+
+    workers: int = 8
+    chunk: int = 200
+    events_per_ticket: float = 4.0
+    budget_share: float = 0.8
+    min_export_pages: int = 10
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    """An unfinished initial sync's per-ticket part (control.desks.comments_*)."""
+
+    split_at: int
+    after: int
+    gap_from: int | None
 
 
 @dataclass
@@ -365,15 +403,270 @@ def sync_comments(
     *,
     per_page: int = 1000,
     on_page: Callable[[CommentSyncStats], None] | None = None,
+    split: SplitPolicy | None = SplitPolicy(),
 ) -> CommentSyncStats:
-    """Comments from the ticket events export, from the desk's events cursor to the end."""
-    stored = desk.events_cursor
-    start = stored or 0
-    stats = CommentSyncStats(cursor=stored)
+    """Comments from the ticket events export, from the desk's events cursor to the end.
+
+    On a desk's first sync (no events cursor yet) with enough tickets, the comments of the
+    tickets created before a split time are read through the per-ticket endpoint in a thread of
+    their own, several at a time on the account-wide budget, and the export starts at the split
+    time: every comment written before it belongs to one of those tickets, every comment
+    written from it on (later comments on old tickets and anything added during the sync
+    included) is in the export. A ticket deleted before its comments were read (404) leaves a
+    gap that the export fills afterwards from that ticket's creation to the split time. The
+    state of this is kept on the desk, so a killed first sync resumes where it stopped.
+    """
+    stats = CommentSyncStats(cursor=desk.events_cursor)
     with connection() as conn:
         ensure_staging(conn)
-        _sync_comment_pages(conn, api, desk, start, stored, per_page, stats, on_page)
+        with conn.transaction():
+            state = read_backfill(conn, desk.desk_id)
+            stored = conn.execute(
+                "select events_cursor from control.desks where desk_id = %s", (desk.desk_id,)
+            ).fetchone()[0]
+            if state is None and stored is None and split is not None:
+                split_at = plan_split(conn, desk, split, per_page)
+                if split_at is not None:
+                    state = start_backfill(conn, desk.desk_id, split_at)
+        stats.cursor = stored
+        start = stored if stored is not None else (state.split_at if state else 0)
+        if state is None:
+            _sync_comment_pages(conn, api, desk, start, stored, per_page, stats, on_page)
+            return stats
+        stats.split_at = state.split_at
+        failed = threading.Event()
+        policy = split or SplitPolicy()
+        reader = _BackfillThread(connection, api, desk, state, policy, stats, failed)
+        reader.start()
+        try:
+            _sync_comment_pages(
+                conn, api, desk, start, stored, per_page, stats, on_page, stop=failed.is_set
+            )
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            reader.join()
+        if reader.error is not None:
+            raise reader.error
+        _fill_gap(conn, api, desk, per_page, stats)
     return stats
+
+
+def read_backfill(conn: psycopg.Connection, desk_id: int) -> BackfillState | None:
+    row = conn.execute(
+        "select comments_split_at, comments_backfill_after, comments_gap_from "
+        "from control.desks where desk_id = %s",
+        (desk_id,),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return BackfillState(split_at=row[0], after=row[1] or 0, gap_from=row[2])
+
+
+def plan_split(
+    conn: psycopg.Connection, desk: Desk, policy: SplitPolicy, per_page: int = 1000
+) -> int | None:
+    """The split time of a first comment sync (unix s), or None to use the export alone.
+
+    The per-ticket part takes a request a ticket on the account budget, the export a request
+    per `per_page` events on the export budget; the split balances the two so both end at about
+    the same time. It never lies after a ticket already deleted: Zendesk does not serve a
+    deleted ticket's comments per ticket, so those must come from the export.
+    """
+    created = [
+        int(ts)
+        for (ts,) in conn.execute(
+            "select extract(epoch from created_at)::bigint from raw.zendesk_tickets "
+            "where desk_id = %s and not is_deleted and created_at is not null "
+            "order by created_at",
+            (desk.desk_id,),
+        )
+    ]
+    export_pages = len(created) * policy.events_per_ticket / per_page
+    if not created or export_pages <= policy.min_export_pages:
+        return None
+    # minutes per ticket read per ticket, and per ticket left to the export
+    per_ticket = 1.0 / (budget_rate(desk.api_rate_per_minute) * policy.budget_share)
+    by_export = policy.events_per_ticket / per_page / budget_rate(desk.export_rate_per_minute)
+    head = int(len(created) * by_export / (per_ticket + by_export))
+    if head <= 0:
+        return None
+    split_at = created[min(head, len(created) - 1)]
+    (first_deleted,) = conn.execute(
+        "select min(extract(epoch from created_at))::bigint from raw.zendesk_tickets "
+        "where desk_id = %s and is_deleted",
+        (desk.desk_id,),
+    ).fetchone()
+    if first_deleted is not None:
+        split_at = min(split_at, int(first_deleted))
+    return split_at if split_at > created[0] else None
+
+
+def start_backfill(conn: psycopg.Connection, desk_id: int, split_at: int) -> BackfillState:
+    """Record the split on a desk with no events cursor (CursorMoved if another sync began)."""
+    updated = conn.execute(
+        "update control.desks set comments_split_at = %s, comments_backfill_after = 0, "
+        "comments_gap_from = null, updated_at = now() "
+        "where desk_id = %s and events_cursor is null and comments_split_at is null",
+        (split_at, desk_id),
+    ).rowcount
+    if updated != 1:
+        raise CursorMoved(f"desk {desk_id}: another sync started the desk's comments meanwhile")
+    return BackfillState(split_at=split_at, after=0, gap_from=None)
+
+
+class _BackfillThread(threading.Thread):
+    """Reads the comments of the tickets created before the split, in ticket id order, a chunk
+    at a time (the chunk's tickets `policy.workers` at a time); each chunk's comments and the
+    progress are one transaction."""
+
+    def __init__(
+        self,
+        connection: ConnectionFactory,
+        api: ZendeskApi,
+        desk: Desk,
+        state: BackfillState,
+        policy: SplitPolicy,
+        stats: CommentSyncStats,
+        failed: threading.Event,
+    ):
+        super().__init__(name=f"zendesk-comments-{desk.name}", daemon=True)
+        self.connection, self.api, self.desk = connection, api, desk
+        self.state, self.policy, self.stats, self.failed = state, policy, stats, failed
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._read_all()
+        except BaseException as exc:  # handed to the sync's thread, which raises it
+            self.error = exc
+            self.failed.set()
+
+    def _comments(self, ticket: tuple[int, int, bool]) -> list[dict] | None:
+        ticket_id, _, deleted = ticket
+        if deleted or self.failed.is_set():
+            return None
+        try:
+            return self.api.ticket_comments(ticket_id)
+        except ZendeskError as exc:
+            if exc.status == 404:  # deleted meanwhile: its earlier comments come from the gap
+                return None
+            raise
+
+    def _read_all(self) -> None:
+        desk, state = self.desk, self.state
+        after = state.after
+        with (
+            self.connection() as conn,
+            ThreadPoolExecutor(self.policy.workers, thread_name_prefix="zendesk-comments") as pool,
+        ):
+            ensure_staging(conn)
+            while not self.failed.is_set():
+                with conn.transaction():
+                    tickets = conn.execute(
+                        "select ticket_id, extract(epoch from created_at)::bigint, is_deleted "
+                        "from raw.zendesk_tickets where desk_id = %s and ticket_id > %s "
+                        "and created_at < to_timestamp(%s) order by ticket_id limit %s",
+                        (desk.desk_id, after, state.split_at, self.policy.chunk),
+                    ).fetchall()
+                if not tickets:
+                    return
+                fetched = list(pool.map(self._comments, tickets))
+                if self.failed.is_set():
+                    return
+                events = [
+                    {"ticket_id": ticket[0], "child_events": comments}
+                    for ticket, comments in zip(tickets, fetched, strict=True)
+                    if comments
+                ]
+                gap = min(
+                    (t[1] for t, c in zip(tickets, fetched, strict=True) if c is None),
+                    default=None,
+                )
+                last = tickets[-1][0]
+                with conn.transaction():
+                    inserted = _insert_comments(conn, desk, comment_rows(events, set()))
+                    moved = conn.execute(
+                        "update control.desks set comments_backfill_after = %s, "
+                        "comments_gap_from = least(comments_gap_from, %s), updated_at = now() "
+                        "where desk_id = %s and comments_backfill_after = %s",
+                        (last, gap, desk.desk_id, after),
+                    ).rowcount
+                    if moved != 1:
+                        raise CursorMoved(
+                            f"desk {desk.desk_id}: the per-ticket comment reading moved under "
+                            "this sync (another sync of the desk is running)"
+                        )
+                after = last
+                self.stats.tickets_read += len(tickets)
+                self.stats.per_ticket_inserted += inserted
+
+
+def _insert_comments(conn: psycopg.Connection, desk: Desk, rows: list[tuple]) -> int:
+    """Stage and insert comment rows in the caller's transaction; returns rows new."""
+    begin_page(conn)
+    if not rows:
+        return 0
+    copy_rows(conn, "zendesk_comments_stage", COMMENT_COLUMNS, rows)
+    return conn.execute(
+        INSERT_COMMENTS, {"desk_id": desk.desk_id, "tenant_id": desk.tenant_id}
+    ).rowcount
+
+
+def _fill_gap(
+    conn: psycopg.Connection, api: ZendeskApi, desk: Desk, per_page: int, stats: CommentSyncStats
+) -> None:
+    """Read the export from the gap's start up to the split time (tickets deleted before their
+    comments were read per ticket), then mark the desk's first sync finished."""
+    with conn.transaction():
+        state = read_backfill(conn, desk.desk_id)
+    if state is None:
+        return
+    start = state.gap_from
+    while start is not None and start < state.split_at:
+        try:
+            page = api.ticket_events(start, per_page)
+        except StartTimeTooRecent:
+            break
+        events = page.get("ticket_events") or []
+        following = next_events_start(start, int(page.get("end_time") or start), len(events))
+        done = page.get("end_of_stream") or following == start or following >= state.split_at
+        with conn.transaction():
+            stats.per_ticket_inserted += _insert_comments(
+                conn, desk, comment_rows(events, stats.seen)
+            )
+            conn.execute(
+                "update control.desks set comments_gap_from = %s where desk_id = %s",
+                (None if done else following, desk.desk_id),
+            )
+        stats.gap_pages += 1
+        start = None if done else following
+    with conn.transaction():
+        conn.execute(
+            "update control.desks set comments_split_at = null, comments_backfill_after = null, "
+            "comments_gap_from = null, updated_at = now() where desk_id = %s",
+            (desk.desk_id,),
+        )
+
+
+def events_pages(
+    api: ZendeskApi, start: int, per_page: int, stop: Callable[[], bool] = lambda: False
+) -> Iterator[tuple[list[dict], int]]:
+    """(events, the next page's start) for each page of the ticket events export from `start`
+    to the end of the stream (or until `stop()`)."""
+    while not stop():
+        try:
+            page = api.ticket_events(start, per_page)
+        except StartTimeTooRecent:
+            return  # the cursor is within Zendesk's last minute: nothing to fetch yet
+        events = page.get("ticket_events") or []
+        end_time = int(page.get("end_time") or start)
+        following = next_events_start(start, end_time, len(events))
+        yield events, following
+        if page.get("end_of_stream") or following == start:
+            return
+        start = following
 
 
 def _sync_comment_pages(
@@ -385,15 +678,11 @@ def _sync_comment_pages(
     per_page: int,
     stats: CommentSyncStats,
     on_page: Callable[[CommentSyncStats], None] | None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
-    while True:
-        try:
-            page = api.ticket_events(start, per_page)
-        except StartTimeTooRecent:
-            break  # the cursor is within Zendesk's last minute: nothing to fetch yet
-        events = page.get("ticket_events") or []
-        end_time = int(page.get("end_time") or start)
-        following = next_events_start(start, end_time, len(events))
+    # the next page is fetched while this one is written: the export's budget allows a request
+    # every few seconds, and a page's write must not push the next request later
+    for events, following in prefetched(events_pages(api, start, per_page, stop)):
         with conn.transaction():
             load_comment_page(
                 conn, desk, events, old_cursor=stored, new_cursor=following, stats=stats
@@ -401,9 +690,6 @@ def _sync_comment_pages(
         stored = following
         if on_page:
             on_page(stats)
-        if page.get("end_of_stream") or following == start:
-            break
-        start = following
 
 
 def repair_ticket_comments(

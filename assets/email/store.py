@@ -8,14 +8,19 @@ with `orphan = true` instead of being dropped. When the notification arrives lat
 are *adopted*: applied in the order they were received, exactly as if they had come after it. A
 per-reference advisory lock makes "store an orphan" and "insert the notification, then adopt"
 mutually exclusive, so no orphan is missed by a concurrent adoption.
+
+Template statistics of today read `raw.notification_counts` (migration 0302): triggers on the
+notification tables append every change to `raw.notification_count_changes`, and the writers
+here fold them into the counts at the end of their batch (`fold_notification_counts`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -122,6 +127,7 @@ def store_sent_notifications(
             if new_status in FAILURE_STATUSES:
                 _maybe_failure_activity(conn, event_pk)
             adopted += 1
+    fold_notification_counts(conn)
     return SentResults(inserted, adopted, conflicts)
 
 
@@ -255,6 +261,7 @@ def apply_receipts(
             results.status_changes += 1
             if new_status in FAILURE_STATUSES:
                 results.failure_activities += _maybe_failure_activity(conn, event_pk)
+    fold_notification_counts(conn)
     return results
 
 
@@ -411,14 +418,72 @@ order by tenant_id, template_id, status
 """
 
 
+def count_sent(
+    conn: psycopg.Connection, start: datetime, end: datetime, tenant_id: str | None = None
+) -> list[tuple[str, str, str, int]]:
+    """(tenant, template, status, notifications) sent in [start, end), by current status,
+    counted from the notifications themselves (archived ones too)."""
+    query = _COUNT_SQL.format(tenant_filter="and tenant_id = %(tenant)s" if tenant_id else "")
+    return conn.execute(query, {"start": start, "end": end, "tenant": tenant_id}).fetchall()
+
+
 def count_day(
     conn: psycopg.Connection, day: date, zone: ZoneInfo, tenant_id: str | None = None
 ) -> list[tuple[str, str, str, int]]:
     """(tenant, template, status, notifications) sent on `day` in `zone`, by current status.
     Counts archived notifications too, so re-computing a day after retention gives the same."""
+    return count_sent(conn, *day_bounds(day, zone), tenant_id)
+
+
+# raw.notification_counts (migration 0302): counts per UTC hour kept by triggers, plus the
+# changes not folded in yet, read in one statement so a concurrent fold is seen whole or not.
+_COUNTED_SQL = """
+select template_id, status, sum(n)::int
+from (
+    select template_id, status, notification_count as n from raw.notification_counts
+    where tenant_id = %(tenant)s and sent_hour >= %(start)s and sent_hour < %(end)s
+    union all
+    select template_id, status, delta from raw.notification_count_changes
+    where tenant_id = %(tenant)s and sent_hour >= %(start)s and sent_hour < %(end)s
+) c
+group by template_id, status
+having sum(n) <> 0
+"""
+
+
+def _hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def count_tenant_day(
+    conn: psycopg.Connection, day: date, zone: ZoneInfo, tenant_id: str
+) -> list[tuple[str, str, int]]:
+    """(template, status, notifications) of one tenant sent on `day` in `zone`: what
+    `count_day` counts, read from the hourly counts the triggers keep (about 24 rows per
+    template and status however much was sent). In a zone whose midnight is not on a UTC hour
+    the partial first and last hours are counted from the notifications."""
     start, end = day_bounds(day, zone)
-    query = _COUNT_SQL.format(tenant_filter="and tenant_id = %(tenant)s" if tenant_id else "")
-    return conn.execute(query, {"start": start, "end": end, "tenant": tenant_id}).fetchall()
+    first_hour = _hour_floor(start)
+    if first_hour < start:
+        first_hour += timedelta(hours=1)
+    last_hour = _hour_floor(end)
+    counts: Counter[tuple[str, str]] = Counter()
+    rows = conn.execute(
+        _COUNTED_SQL, {"tenant": tenant_id, "start": first_hour, "end": last_hour}
+    ).fetchall()
+    for template, status, count in rows:
+        counts[template, status] += count
+    for low, high in ((start, first_hour), (last_hour, end)):
+        if low < high:
+            for _, template, status, count in count_sent(conn, low, high, tenant_id):
+                counts[template, status] += count
+    return sorted((template, status, n) for (template, status), n in counts.items() if n)
+
+
+def fold_notification_counts(conn: psycopg.Connection) -> int:
+    """Fold the pending changes into `raw.notification_counts` in the caller's transaction, so
+    readers add few; returns the changes folded (0 at once while another transaction folds)."""
+    return conn.execute("select raw.fold_notification_count_changes()").fetchone()[0]
 
 
 def write_template_stats_day(conn: psycopg.Connection, day: date, zone: ZoneInfo) -> int:
@@ -449,7 +514,7 @@ def template_stats(
     """The dashboard's per-template counts for the last `days` (0..7) whole days plus today.
 
     Whole days come from `analytics.template_stats_daily` (the `template_stats` partitions);
-    today is computed live from the notifications, so it is always current.
+    today is live, from the hourly counts the triggers keep (`count_tenant_day`).
     """
     today = local_day(now, zone)
     window = stats_days(today, days)
@@ -462,7 +527,7 @@ def template_stats(
     stats = [TemplateStat(*row) for row in rows]
     stats += [
         TemplateStat(today, template, status, count)
-        for _, template, status, count in count_day(conn, today, zone, tenant_id)
+        for template, status, count in count_tenant_day(conn, today, zone, tenant_id)
     ]
     return stats
 
@@ -566,6 +631,7 @@ def run_retention(
         report.tokens_pruned = conn.execute(
             "delete from control.mailgun_seen_tokens where seen_at < now() - interval '1 day'"
         ).rowcount
+        fold_notification_counts(conn)
     return report
 
 

@@ -22,6 +22,7 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -513,7 +514,8 @@ def drain(
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds
-    while time.monotonic() < deadline:
+
+    def receive_batch() -> tuple[list[Message], list[DeadLetter]]:
         redriven: list[DeadLetter] = []
         messages = queues.receive(
             queue,
@@ -521,65 +523,90 @@ def drain(
             visibility_timeout=visibility_timeout,
             on_dead_letter=redriven.append,
         )
-        if redriven:
-            report.dead_lettered += len(redriven)
-            if raise_alert is not None:
+        return messages, redriven
+
+    # Receiving and acknowledging are the queue's work, applying is the consumer's: one
+    # background thread receives the next batch and acknowledges the last one while this thread
+    # applies the current one, so the database (or SQS) works while Python does. The order of
+    # effects is unchanged: a batch is applied after the one before it committed, and it is
+    # acknowledged only after its own effect committed.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{queue}") as background:
+        next_batch: Future | None = background.submit(receive_batch)
+        last_ack: Future | None = None
+        while next_batch is not None:
+            messages, redriven = next_batch.result()
+            next_batch = None
+            if redriven:
+                report.dead_lettered += len(redriven)
+                if raise_alert is not None:
+                    raise_alert(
+                        f"queue:{queue}",
+                        f"{len(redriven)} message(s) moved to the dead-letter queue of {queue}: "
+                        "received too often without acknowledgement (the consumer keeps dying)",
+                        {
+                            "errors": sorted({d.error for d in redriven})[:20],
+                            "count": len(redriven),
+                        },
+                    )
+            if not messages:
+                break
+            if time.monotonic() < deadline:
+                next_batch = background.submit(receive_batch)
+            report.batches += 1
+            report.received += len(messages)
+            fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
+            duplicates = [m for m in messages if skip_previously_acked and m.previously_acked]
+            try:
+                outcome = apply_batch(fresh) if fresh else BatchOutcome()
+            except Exception as exc:  # the batch's effect was rolled back: all of it comes again
+                error = f"{type(exc).__name__}: {exc}"
+                # The full error stays with the messages (their retry and dead-letter reason); the
+                # log gets its kind only: a database error's text can quote the batch's values.
+                log.warning(
+                    "queue %s: batch of %d failed, will retry: %s%s",
+                    queue,
+                    len(fresh),
+                    type(exc).__name__,
+                    f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else "",
+                )
+                outcome = BatchOutcome(failed={m.receipt: error for m in fresh})
+            outcome = outcome or BatchOutcome()
+            to_ack = list(duplicates)
+            dead: list[tuple[Message, str]] = []
+            retried_now = 0
+            for message in fresh:
+                if message.receipt in outcome.rejected:
+                    reason = outcome.rejected[message.receipt]
+                    queues.dead_letter(message, reason)
+                    report.rejected += 1
+                    dead.append((message, reason))
+                elif message.receipt in outcome.failed:
+                    reason = outcome.failed[message.receipt]
+                    delay = retry_delay_seconds(message.receive_count, retry_base_seconds)
+                    if queues.retry_later(message, delay, reason):
+                        report.dead_lettered += 1
+                        dead.append((message, reason))
+                    else:
+                        retried_now += 1
+                else:
+                    to_ack.append(message)
+            if last_ack is not None:
+                last_ack.result()  # an acknowledgement that failed stops the drain, as before
+            last_ack = background.submit(queues.ack, to_ack)
+            report.retried += retried_now
+            report.duplicates += len(duplicates)
+            report.applied += len(to_ack) - len(duplicates)
+            if dead and raise_alert is not None:
                 raise_alert(
                     f"queue:{queue}",
-                    f"{len(redriven)} message(s) moved to the dead-letter queue of {queue}: "
-                    "received too often without acknowledgement (the consumer keeps dying)",
-                    {"errors": sorted({d.error for d in redriven})[:20], "count": len(redriven)},
+                    f"{len(dead)} message(s) moved to the dead-letter queue of {queue}",
+                    {"errors": sorted({reason for _, reason in dead})[:20], "count": len(dead)},
                 )
-        if not messages:
-            break
-        report.batches += 1
-        report.received += len(messages)
-        fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
-        duplicates = [m for m in messages if skip_previously_acked and m.previously_acked]
-        try:
-            outcome = apply_batch(fresh) if fresh else BatchOutcome()
-        except Exception as exc:  # the batch's effect was rolled back: all of it comes again
-            error = f"{type(exc).__name__}: {exc}"
-            # The full error stays with the messages (their retry and dead-letter reason); the log
-            # gets its kind only: a database error's text can quote the batch's values.
-            log.warning(
-                "queue %s: batch of %d failed, will retry: %s%s",
-                queue,
-                len(fresh),
-                type(exc).__name__,
-                f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else "",
-            )
-            outcome = BatchOutcome(failed={m.receipt: error for m in fresh})
-        outcome = outcome or BatchOutcome()
-        to_ack = list(duplicates)
-        dead: list[tuple[Message, str]] = []
-        retried_now = 0
-        for message in fresh:
-            if message.receipt in outcome.rejected:
-                reason = outcome.rejected[message.receipt]
-                queues.dead_letter(message, reason)
-                report.rejected += 1
-                dead.append((message, reason))
-            elif message.receipt in outcome.failed:
-                reason = outcome.failed[message.receipt]
-                delay = retry_delay_seconds(message.receive_count, retry_base_seconds)
-                if queues.retry_later(message, delay, reason):
-                    report.dead_lettered += 1
-                    dead.append((message, reason))
-                else:
-                    retried_now += 1
-            else:
-                to_ack.append(message)
-        queues.ack(to_ack)
-        report.retried += retried_now
-        report.duplicates += len(duplicates)
-        report.applied += len(to_ack) - len(duplicates)
-        if dead and raise_alert is not None:
-            raise_alert(
-                f"queue:{queue}",
-                f"{len(dead)} message(s) moved to the dead-letter queue of {queue}",
-                {"errors": sorted({reason for _, reason in dead})[:20], "count": len(dead)},
-            )
-        if fresh and retried_now == len(fresh):
-            break  # the whole batch failed for a passing cause: let the delay pass, don't spin
+            if fresh and retried_now == len(fresh):
+                # the whole batch failed for a passing cause: let the delay pass, don't spin
+                # (a batch already received is still applied: its lease would hide it)
+                if next_batch is not None:
+                    deadline = 0.0
+        if last_ack is not None:
+            last_ack.result()
     return report

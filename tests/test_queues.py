@@ -532,3 +532,55 @@ def test_received_bodies_hold_every_number_jsonb_holds(pg_queues, db):
     )
     got = {m.body["activity_id"]: m.body["n"] for m in pg_queues.receive("activities")}
     assert got == {"n-1": 12345678901234567890123, "n-2": float("inf")}
+
+
+def test_drain_receives_the_next_batch_while_it_applies_one_in_order(pg_queues, db):
+    """The background thread leases the next batch while a batch is applied; effects keep the
+    queue's order and nothing stays leased."""
+    pg_queues.send("activities", [{"activity_id": f"p-{n:03d}"} for n in range(50)])
+    applied: list[str] = []
+    next_leased: list[bool] = []
+
+    def leased() -> set[str]:
+        rows = db.execute(
+            "select body->>'activity_id' from control.queue_messages "
+            "where queue = 'activities' and lease_token is not null and visible_at > now()"
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def apply_batch(messages):
+        upcoming = {f"p-{n:03d}" for n in range(len(applied) + 10, min(len(applied) + 20, 50))}
+        deadline = time.monotonic() + 10
+        while not upcoming <= leased() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        next_leased.append(bool(upcoming) and upcoming <= leased())
+        applied.extend(m.body["activity_id"] for m in messages)
+        return BatchOutcome()
+
+    report = drain(pg_queues, "activities", apply_batch, batch_size=10, max_seconds=60)
+    assert applied == [f"p-{n:03d}" for n in range(50)]
+    assert next_leased == [True, True, True, True, False]  # the last batch has none after it
+    assert report.applied == 50 and report.batches == 5
+    stats = next(s for s in pg_queues.stats() if s.queue == "activities")
+    assert (stats.visible, stats.in_flight, stats.delayed) == (0, 0, 0)
+
+
+def test_a_drain_stopping_early_still_applies_the_batch_it_received_ahead(pg_queues):
+    """A batch failing as a whole for a passing cause ends the drain, but the batch already
+    received ahead of it is applied, not left hidden for its visibility timeout."""
+    pg_queues.send("activities", [{"activity_id": f"s-{n}"} for n in range(30)])
+    applied: list[str] = []
+
+    def apply_batch(messages):
+        if messages[0].body["activity_id"] == "s-0":  # the first batch: not applicable yet
+            return BatchOutcome(failed={m.receipt: "not applicable yet" for m in messages})
+        applied.extend(m.body["activity_id"] for m in messages)
+        return BatchOutcome()
+
+    report = drain(
+        pg_queues, "activities", apply_batch, batch_size=10, retry_base_seconds=60, max_seconds=60
+    )
+    assert (report.retried, report.applied, report.batches) == (10, 10, 2)
+    assert applied == [f"s-{n}" for n in range(10, 20)]
+    stats = next(s for s in pg_queues.stats() if s.queue == "activities")
+    assert (stats.visible, stats.in_flight + stats.delayed) == (10, 10)

@@ -20,17 +20,24 @@ State, as production has it: one tenant whose desk holds `--tickets` tickets (on
 comment each), a fifth of them rated good/bad, so the engine choice trains on 20,000 rated
 tickets (the `TRAINING_TICKETS` cap an established tenant reaches); one workspace whose Discourse
 source holds `--items` enriched items with a fitted topic model. Scenarios, each run in a fresh
-process: the first run (all `--items` items new, which builds the state; one round), a steady run
-(`--new` new posts) and a catch-up run (10,000 new posts: 200 pages, the most one Discourse pull
-brings). Before each round the previous round's new items are deleted and the table vacuumed,
-so every round starts from the same state. Figures are cold (a fresh process each, nothing
-warmed); each round is printed and the median is given. The operating system's file cache and
-PostgreSQL's buffers are warm after the first run, as on a host that runs the job every 15 minutes.
+process: the first run (all `--items` items new, which builds the state; one round: a Discourse
+pull brings at most 10,000 a run, so this many at once come from a helpdesk source's first pull
+or a backlog of pushed items, its pull stage stands in for theirs), a steady run (`--new` new
+posts) and a catch-up run (`--catch-up`, default 10,000 new posts: 200 pages, the most one
+Discourse pull brings). Before each round the previous round's new items are deleted and the
+table vacuumed, so every round starts from the same state.
+
+Figures are cold: a fresh process each, nothing warmed in it; each round's total is printed and
+the stages are medians over rounds, as shares of the run's total (from spawning the process to
+its last line). The process's exit after the run (module teardown) is printed apart, with the
+run's CPU time (user + sys: steadier than wall time on a shared machine) and peak RSS. The
+operating system's file cache and PostgreSQL's buffers are warm after the first run, as on a host
+that runs the job every 15 minutes.
 
 Left out: Dagster's run bookkeeping (run and event-log storage, launching the process), the
 HTTP requests to the forum (the posts are handed to the child, read before timing), the
 Discourse edit sweep, the queue drain, and the insight reports. There is no baseline in this
-mode: it compares nothing. The sentiment evaluation the run records is printed as it came out.
+mode: it compares nothing. The sentiment evaluation the runs record is printed as it came out.
 
 With `--zendesk-source` it measures the pull query of the `zendesk` feedback source instead, on a
 desk of 100,000 comments (4 per ticket, half of them the requester's and already items, a fifth
@@ -41,8 +48,8 @@ old pull did); neither writes. In-process, each round runs both (alternating whi
 median of the rounds: a query-level comparison with PostgreSQL's buffers warm for both, not a
 run's cost.
 
-    .venv/bin/python bench/feedback.py [--items 100000] [--new 200] [--tickets 100000]
-                                       [--rounds 3] [--zendesk-source]
+    .venv/bin/python bench/feedback.py [--items 100000] [--new 200] [--catch-up 10000]
+                                       [--tickets 100000] [--rounds 3] [--zendesk-source]
 """
 
 from __future__ import annotations

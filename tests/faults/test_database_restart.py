@@ -127,10 +127,14 @@ def sync(desk, resources, settings, instance, *, raise_on_error: bool = True):
 
 def assert_rows_match_cursors(db, desk, sandbox: ZendeskSandbox) -> tuple[int, int]:
     """The stored rows are exactly what the committed cursors cover: tickets up to and including
-    the ticket cursor's position, comments of every event before the events cursor and none
-    after it (the page at the cursor's second overlaps the next one). Returns the counts."""
-    ticket_cursor, events_cursor = db.execute(
-        "select ticket_cursor, events_cursor from control.desks where desk_id = %s",
+    the ticket cursor's position; comments of every event from the split time (0 without one)
+    before the events cursor and none after it (the page at the cursor's second overlaps the
+    next one), and, while a first sync's per-ticket reading is unfinished, every comment of the
+    tickets created before the split up to its progress and none of the later ones. Returns the
+    counts."""
+    ticket_cursor, events_cursor, split_at, read_up_to = db.execute(
+        "select ticket_cursor, events_cursor, comments_split_at, comments_backfill_after "
+        "from control.desks where desk_id = %s",
         (desk.desk_id,),
     ).fetchone()
     tickets = [
@@ -159,11 +163,20 @@ def assert_rows_match_cursors(db, desk, sandbox: ZendeskSandbox) -> tuple[int, i
         for child in event["child_events"]
         if child.get("event_type") == "Comment"
     ]
+    read_per_ticket = set()
+    if split_at is not None:
+        read_per_ticket = {
+            comment["id"]
+            for tid, ticket in sandbox.tickets.items()
+            if ticket["_created"] < split_at and tid <= read_up_to
+            for comment in sandbox.comments[tid]
+        }
+    start = split_at or 0
     if events_cursor is None:
-        assert comments == []
+        assert set(comments) == read_per_ticket
     else:
-        must = {cid for ts, cid in by_second if ts < events_cursor}
-        may = {cid for ts, cid in by_second if ts <= events_cursor}
+        must = {cid for ts, cid in by_second if start <= ts < events_cursor} | read_per_ticket
+        may = {cid for ts, cid in by_second if start <= ts <= events_cursor} | read_per_ticket
         assert must <= set(comments) <= may
     return len(tickets), len(comments)
 
@@ -215,12 +228,26 @@ def test_ticket_sync_through_a_database_restart(
     with connect(fault_url) as db:
         # The interrupted sync left whole pages with their cursors, and not all of them.
         tickets, comments = assert_rows_match_cursors(db, desk, sandbox)
+        if table == "zendesk_ticket_comments":  # a first sync: the oldest tickets per ticket
+            split_at, read_up_to = db.execute(
+                "select comments_split_at, comments_backfill_after from control.desks "
+                "where desk_id = %s",
+                (desk.desk_id,),
+            ).fetchone()
+            assert split_at is not None
+            unread = sum(
+                1
+                for tid, t in sandbox.tickets.items()
+                if t["_created"] < split_at and tid > read_up_to
+            )
         assert (tickets, comments) != (TICKETS, comments_total), "the restart came too late"
         assert not first.success
         failure = next(e for e in first.all_events if e.is_step_failure)
         assert desk.name in failure.event_specific_data.error.message
 
         second = materialized_metadata(sync(desk, fault_resources, fault_settings, instance))
+        if table == "zendesk_ticket_comments":  # it resumed the per-ticket reading
+            assert second["zendesk_ticket_comments"]["tickets_read_per_ticket"] == unread
         assert second["zendesk_tickets"]["rows_inserted"] == TICKETS - tickets
         assert second["zendesk_ticket_comments"]["rows_inserted"] == comments_total - comments
         assert_matches_truth(db, desk, sandbox)

@@ -96,6 +96,11 @@ def test_killed_sync_resumes_exactly(db, make_desk):
         second, sandbox, "ticket_events_export", 25, db, comments_q, desk.desk_id, 2000
     )
     assert 2000 <= killed_at < 8000  # killed in the middle of the comments
+    split_at, read_up_to = db.execute(
+        "select comments_split_at, comments_backfill_after from control.desks where desk_id = %s",
+        (desk.desk_id,),
+    ).fetchone()
+    assert split_at is not None  # in the middle of a first sync reading old tickets per ticket
 
     sandbox.apply_changes(new=30, updated=100, deleted=10, comments=200)
     final = start_sync(desk.name)
@@ -103,6 +108,9 @@ def test_killed_sync_resumes_exactly(db, make_desk):
     assert final.returncode == 0, err
     assert out.startswith(f"desk {desk.name}: tickets")
     assert_matches_truth(db, desk, sandbox)
+    assert db.execute(
+        "select comments_split_at from control.desks where desk_id = %s", (desk.desk_id,)
+    ).fetchone() == (None,)  # the resumed first sync finished
 
 
 def test_two_desks_sync_at_the_same_time_in_two_processes(db, make_desk):

@@ -76,6 +76,11 @@ def test_exact_under_429s_5xx_and_timeouts(db, make_desk, run_sync):
     sandbox.inject_faults(kinds, every=3, limit=10)
     first = materialized_metadata(run_sync(desk))
     assert_matches_truth(db, desk, sandbox)
+    # a first sync: the oldest tickets' comments were read per ticket, 8 at a time, and some of
+    # those requests met the faults and were retried
+    comments = first["zendesk_ticket_comments"]
+    assert comments["tickets_read_per_ticket"] > 0
+    assert comments["requests_by_endpoint"]["ticket_comments"] > comments["tickets_read_per_ticket"]
     served = {k: sandbox.responses[k] for k in kinds}
     assert all(served.values()), served  # every kind of fault really happened
     assert first["zendesk_tickets"]["throttled_429s"] + first["zendesk_ticket_comments"][

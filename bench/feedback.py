@@ -62,6 +62,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -227,7 +228,8 @@ def run_child(env: dict[str, str], posts: list[dict], source: dict) -> dict:
 
 @contextlib.contextmanager
 def embedded_warehouse(prefix: str) -> Iterator[tuple[Any, Path]]:
-    """A migrated embedded PostgreSQL under a temporary SUPPORTFLOW_HOME, stopped afterwards."""
+    """A migrated embedded PostgreSQL under a temporary SUPPORTFLOW_HOME, stopped and removed
+    afterwards."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["SUPPORTFLOW_HOME"] = str(home)
     os.environ.pop("SUPPORTFLOW_DATABASE_URL", None)
@@ -242,6 +244,7 @@ def embedded_warehouse(prefix: str) -> Iterator[tuple[Any, Path]]:
     finally:
         close_pools()
         stop_embedded_server(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def create_desk(conn: Any) -> int:

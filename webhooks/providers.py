@@ -2,9 +2,11 @@
 
 Each request is verified (401 before anything is queued), normalised (`webhooks.events`) into one
 message per provider event on queue `email_events`, and answered 2xx only after the messages are
-stored. Optional `service.extras`: `"aws_fetch"` (a `url -> bytes` function used to fetch SNS
-signing certificates and to confirm SNS subscriptions; default: httpx GET) and
-`"sns_certificates"` (a shared `SnsCertificateCache`).
+stored. Concurrent requests share their writes (`webhooks.service.Batched`): one send of their
+messages, one claim and one completion of their Mailgun tokens. Optional `service.extras`:
+`"aws_fetch"` (a `url -> bytes` function used to fetch SNS signing certificates and to confirm
+SNS subscriptions; default: httpx GET) and `"sns_certificates"` (a shared
+`SnsCertificateCache`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from webhooks.events import (
     normalise_sendgrid,
     normalise_ses,
 )
-from webhooks.service import WebhookService
+from webhooks.service import Batched, WebhookService
 from webhooks.verify import (
     MailgunTokenStore,
     SignatureError,
@@ -47,6 +49,9 @@ SNS_CONTENT_TYPES = ("text/plain", "application/json")
 def routes(service: WebhookService) -> list[Route]:
     settings = service.settings
     tokens = MailgunTokenStore(service.warehouse.connection)
+    # concurrent requests' claims and completions share a statement and a commit
+    claims = Batched(tokens.claim_many)
+    completions = Batched(tokens.complete_many)
     aws_fetch = service.extras.get("aws_fetch", fetch_certificate)
     certificates = service.extras.get("sns_certificates") or SnsCertificateCache(aws_fetch)
     sendgrid_key = None
@@ -62,14 +67,14 @@ def routes(service: WebhookService) -> list[Route]:
         except SignatureError as exc:
             service.reject(401, str(exc))
         messages = _normalised(service, normalise_mailgun, document)
-        if not await service.run_sync(tokens.claim, token):
+        if not await claims.submit(token):
             service.reject(401, "Mailgun token already used (replay)")
         try:
             queued = await service.enqueue(EVENTS_QUEUE, messages, receipt_key)
         except BaseException:
             await service.run_sync(tokens.release, token)  # so Mailgun's retry is accepted
             raise
-        await service.run_sync(tokens.complete, token)
+        await completions.submit(token)
         return JSONResponse({"queued": queued})
 
     async def sendgrid(request: Request) -> JSONResponse:
@@ -91,11 +96,15 @@ def routes(service: WebhookService) -> list[Route]:
         envelope = service.parse_json(await service.read_body(request, SNS_CONTENT_TYPES))
         if not isinstance(envelope, dict):
             service.reject(400, "SNS message must be a JSON object")
+
+        def verify() -> None:
+            verify_sns(envelope, certificates, settings.ses_topic_arns)
+
         try:
-            # certificate fetch is blocking network I/O on a cache miss
-            await service.run_sync(
-                lambda: verify_sns(envelope, certificates, settings.ses_topic_arns)
-            )
+            if certificates.holds(str(envelope.get("SigningCertURL") or "")):
+                verify()  # the key is cached: no I/O, so no worker thread
+            else:
+                await service.run_sync(verify)  # the certificate fetch is blocking network I/O
         except SignatureError as exc:
             service.reject(401, str(exc))
         kind = envelope.get("Type")

@@ -13,15 +13,20 @@ answers the same way (ARCHITECTURE.md, HTTP):
 - a database or queue that is down is a 503 with `Retry-After` within `pool_timeout_seconds`
   of the warehouse (a few seconds for the service), never a 500 after 30 s;
 - log lines name the endpoint, the status and what failed (an exception type, a SQLSTATE),
-  never a body, a field's value or a credential.
+  never a body, a field's value or a credential;
+- concurrent requests share commits: what they enqueue (and Mailgun's token claims) is gathered
+  by `Batched` while the previous write is in flight and written in one transaction, so a burst
+  of N requests costs about one commit, not N, and each is still answered only after its own
+  write committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 import psycopg
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +48,61 @@ MAX_BODY_BYTES = 1024 * 1024
 # how long the service waits for a warehouse connection before answering 503
 SERVICE_POOL_TIMEOUT_SECONDS = 3.0
 RETRY_AFTER_SECONDS = 30
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batched(Generic[Item, Result]):
+    """Calls of a blocking `flush(items) -> results` (one result per item, in order) made by
+    concurrent requests, gathered: while one flush runs in a worker thread, the items submitted
+    meanwhile wait and go together in the next one. The flush is the unit of success: when it
+    raises, every item in it gets the exception. At most one flush runs at a time per event loop
+    (a service served by several loops, as in tests, gathers per loop)."""
+
+    def __init__(self, flush: Callable[[list[Item]], Sequence[Result]]):
+        self._flush = flush
+        # loop -> items waiting for the next flush; a loop is here while its flusher runs
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Item, asyncio.Future]]] = {}
+        self._flushers: set[asyncio.Task] = set()  # held: the loop keeps only weak references
+
+    async def submit(self, item: Item) -> Result:
+        """The item's result, once the flush that took it has returned."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            self._pending[loop] = [(item, future)]
+            flusher = loop.create_task(self._flush_pending(loop))
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        else:
+            pending.append((item, future))
+        return await future
+
+    async def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while batch := self._pending[loop]:
+                self._pending[loop] = []
+                try:
+                    results = await run_in_threadpool(self._flush, [item for item, _ in batch])
+                except Exception as exc:  # every waiter answers for itself (503, ...)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            for _, future in self._pending.pop(loop, []):  # cancelled: nobody flushes these
+                if not future.done():
+                    future.cancel()
 
 
 class RejectedInput(HTTPException):
@@ -71,6 +131,10 @@ class WebhookService:
     # Per-provider collaborators a route provider may take instead of its defaults (tests inject
     # e.g. the fetcher for AWS-hosted URLs here); keys are documented by each provider module.
     extras: dict[str, Any] = field(default_factory=dict)
+    # one gatherer of concurrent sends per (queue, idempotency key)
+    _sends: dict[tuple[str, Any], Batched[list[dict[str, Any]], int]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @staticmethod
     def reject(status_code: int, reason: str) -> NoReturn:
@@ -129,7 +193,9 @@ class WebhookService:
     ) -> int:
         """Send with the producer's idempotency key and return once stored. A message no queue
         can take (content `jsonb` cannot hold: 400; over 256 KiB: 413) is refused for good and
-        kept; a queue that fails is a 503 with Retry-After (the sender retries)."""
+        kept; a queue that fails is a 503 with Retry-After (the sender retries). Concurrent
+        requests' messages for the same queue go in one send (`Batched`); the checks above
+        make sure one request's messages cannot fail another's."""
         for index, body in enumerate(bodies):
             try:
                 encode_message(body, dedup_id_for(body, dedup_key))
@@ -139,10 +205,11 @@ class WebhookService:
                 self.reject_input(
                     400, f"event {index}: {exc}, which the platform cannot store", queue
                 )
+        sends = self._sends.get((queue, dedup_key))
+        if sends is None:
+            sends = self._sends[queue, dedup_key] = Batched(self._sender(queue, dedup_key))
         try:
-            return await run_in_threadpool(
-                self.queues.send, queue, list(bodies), dedup_key=dedup_key
-            )
+            return await sends.submit(list(bodies))
         except Exception as exc:
             log.warning(
                 "could not enqueue %d message(s) on %s: %s",
@@ -151,6 +218,20 @@ class WebhookService:
                 describe_failure(exc),
             )
             self.unavailable(f"could not enqueue on {queue}; retry later")
+
+    def _sender(
+        self, queue: str, dedup_key: DedupKey | None
+    ) -> Callable[
+        [
+            list[list[dict[str, Any]]],
+        ],
+        list[int],
+    ]:
+        def send(requests: list[list[dict[str, Any]]]) -> list[int]:
+            self.queues.send(queue, [b for bodies in requests for b in bodies], dedup_key=dedup_key)
+            return [len(bodies) for bodies in requests]
+
+        return send
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking work (database calls) off the event loop."""

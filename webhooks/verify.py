@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,26 +104,45 @@ class MailgunTokenStore:
 
     def claim(self, token: str) -> bool:
         """True when the token is ours to enqueue: never seen, or an abandoned claim."""
+        return self.claim_many([token]) == [True]
+
+    def claim_many(self, tokens: Sequence[str]) -> list[bool]:
+        """`claim` for each token, in one statement and one commit (concurrent requests); a
+        token twice in `tokens` is claimed by its first occurrence only, as if they came one
+        after the other."""
         with self._connection() as conn:
-            row = conn.execute(
-                """
-                insert into control.mailgun_seen_tokens as t (token) values (%s)
-                on conflict (token) do update set seen_at = now()
-                    where t.completed_at is null
-                      and t.seen_at < now() - make_interval(secs => %s)
-                returning token
-                """,
-                (token, self._stale_after),
-            ).fetchone()
-        return row is not None
+            claimed = {
+                row[0]
+                for row in conn.execute(
+                    """
+                    insert into control.mailgun_seen_tokens as t (token)
+                    select distinct unnest(%s::text[])
+                    on conflict (token) do update set seen_at = now()
+                        where t.completed_at is null
+                          and t.seen_at < now() - make_interval(secs => %s)
+                    returning token
+                    """,
+                    (list(tokens), self._stale_after),
+                )
+            }
+        answers = []
+        for token in tokens:
+            answers.append(token in claimed)
+            claimed.discard(token)
+        return answers
 
     def complete(self, token: str) -> None:
         """The token's events are enqueued: from now on it is a replay."""
+        self.complete_many([token])
+
+    def complete_many(self, tokens: Sequence[str]) -> list[None]:
+        """`complete` for each token, in one statement and one commit."""
         with self._connection() as conn:
             conn.execute(
-                "update control.mailgun_seen_tokens set completed_at = now() where token = %s",
-                (token,),
+                "update control.mailgun_seen_tokens set completed_at = now() where token = any(%s)",
+                (list(tokens),),
             )
+        return [None] * len(tokens)
 
     def release(self, token: str) -> None:
         """Forget a claimed token whose events could not be enqueued, so the retry is accepted."""
@@ -266,6 +285,10 @@ class SnsCertificateCache:
     def add(self, url: str, pem: bytes) -> None:
         """Pre-seed the cache (tests: the real AWS host cannot be reached)."""
         self._keys[url] = _rsa_key_from_pem(pem)
+
+    def holds(self, url: str) -> bool:
+        """Whether the key of `url` is cached (`public_key` then needs no fetch)."""
+        return url in self._keys
 
     def public_key(self, url: str) -> rsa.RSAPublicKey:
         check_sns_cert_url(url)

@@ -16,13 +16,15 @@ dead-letter queue (see `resources/sqs.py`). Both give the same semantics:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -492,6 +494,18 @@ class DrainReport:
 AlertFn = Callable[[str, str, dict[str, Any]], None]
 
 
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """What was alive before a drain (a run's code, Dagster's machinery) outlives it: frozen out
+    of the garbage collector's walks meanwhile, so the collections that a drain's many
+    short-lived objects trigger walk only what the drain made (a tenth of a drain's time)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def drain(
     queues: QueueResource,
     queue: str,
@@ -530,7 +544,8 @@ def drain(
     # applies the current one, so the database (or SQS) works while Python does. The order of
     # effects is unchanged: a batch is applied after the one before it committed, and it is
     # acknowledged only after its own effect committed.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{queue}") as background:
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"drain-{queue}")
+    with _frozen_heap(), background:
         next_batch: Future | None = background.submit(receive_batch)
         last_ack: Future | None = None
         while next_batch is not None:

@@ -192,6 +192,7 @@ class ZendeskSandbox:
         timeout_delay: float = 3.0,
         now: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        json_cache: bool = True,
     ):
         self.seed = seed
         self.rng = random.Random(seed)
@@ -226,7 +227,10 @@ class ZendeskSandbox:
         self._hold: RequestHold | None = None
         self.link_base: str | None = None  # next-page links point here when set
         self._text_pools: dict[tuple[int, int], list[str]] = {}
-        self._json_cache: dict[int, bytes] = {}  # ticket id -> serialised public ticket
+        # ticket id -> serialised public ticket; without `json_cache` every page serialises its
+        # tickets again, as a server without such a cache does (a benchmark's like-for-like runs)
+        self._json_cache: dict[int, bytes] = {}
+        self.json_cache = json_cache
         if now is not None:
             self._offset = now - time.time()
         self._generate(tickets, comments_per_ticket)
@@ -612,7 +616,8 @@ class ZendeskSandbox:
         data = self._json_cache.get(ticket_id)
         if data is None:
             data = orjson.dumps(self.public_ticket(self.tickets[ticket_id]))
-            self._json_cache[ticket_id] = data
+            if self.json_cache:
+                self._json_cache[ticket_id] = data
         return orjson.Fragment(data)
 
     def truth_tickets(self) -> dict[int, dict]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -114,23 +116,43 @@ def _activity(entry: Any) -> dict[str, Any]:
 def routes(service: WebhookService) -> list[Route]:
     """The read API's routes (a route provider of the webhook service)."""
 
+    def connection(request: Request) -> contextlib.AbstractContextManager[psycopg.Connection]:
+        """The request's one warehouse connection and transaction (opened on first use, committed
+        when the endpoint ends): the token lookup and the endpoint's reads share it."""
+        opened = request.state.opened
+        if not opened:
+            conn = request.state.stack.enter_context(service.warehouse.connection())
+            # the token lookup stamps its last_used_at: bookkeeping, not a check, so the
+            # request does not wait for that write to reach the disk
+            conn.execute("set local synchronous_commit = off")
+            opened.append(conn)
+        return contextlib.nullcontext(opened[0])
+
     def tenant_of(request: Request) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "missing bearer token")
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             tenant = tenant_for_token(conn, token.strip())
         if tenant is None:
             raise ApiError(401, "unauthorized", "invalid or revoked token")
         return tenant
 
     def endpoint(handler):
+        def run(request: Request) -> dict[str, Any] | ApiError:
+            with contextlib.ExitStack() as stack:
+                request.state.stack, request.state.opened = stack, []
+                try:
+                    return handler(request)
+                except ApiError as exc:  # answered, and the token's stamp committed
+                    return exc
+
         async def wrapped(request: Request) -> JSONResponse:
-            try:
-                return JSONResponse(await service.run_sync(handler, request))
-            except ApiError as exc:
-                return error_response(exc)
+            result = await service.run_sync(run, request)
+            if isinstance(result, ApiError):
+                return error_response(result)
+            return JSONResponse(result)
 
         wrapped.__doc__ = handler.__doc__
         wrapped.__name__ = handler.__name__
@@ -157,7 +179,7 @@ def routes(service: WebhookService) -> list[Route]:
         limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
         cursor = request.query_params.get("cursor")
         after = decode_cursor(cursor) if cursor else None
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             entries = ticket_timeline_page(conn, tenant, ticket_id, after=after, limit=limit + 1)
         if not entries and after is None:
             raise ApiError(404, "not_found", f"no ticket {ticket_id} with activities")
@@ -184,7 +206,7 @@ def routes(service: WebhookService) -> list[Route]:
         tenant = tenant_of(request)
         days = _int_param(request, "days", 7, 0, 7)
         zone = ZoneInfo(service.settings.email_timezone)
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             rows = template_stats(conn, tenant, days, zone, datetime.now(UTC))
         return {
             "tenant_id": tenant,
@@ -217,7 +239,7 @@ def routes(service: WebhookService) -> list[Route]:
         tenant = tenant_of(request)
         days = _int_param(request, "days", 7, 1, 366)
         name = request.path_params["workspace"]
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             try:
                 workspace = get_workspace(conn, name)
             except WorkspaceError:
@@ -260,7 +282,7 @@ def routes(service: WebhookService) -> list[Route]:
             sequence = int(request.path_params["sequence"])
         except ValueError:
             raise ApiError(404, "not_found", "no such ticket") from None
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             view = show_ticket(conn, tenant, sequence)
         if view is None:
             raise ApiError(404, "not_found", f"no conversation ticket {sequence}")
@@ -281,7 +303,7 @@ def routes(service: WebhookService) -> list[Route]:
           401: {description: missing, invalid or revoked token}
         """
         tenant = tenant_of(request)
-        with service.warehouse.connection() as conn:
+        with connection(request) as conn:
             rows = queue_counts(conn, tenant)
         return {
             "queues": [

@@ -252,3 +252,18 @@ def test_conversation_and_work_queue_counters_of_the_tenant_only(
     cli = capsys.readouterr().out.splitlines()
     assert cli[1] == "Open\t0\t1\t1\t0\t0\t0\t2"  # the same numbers
     assert get(f"{api_url}/api/v1/work-queues/counters", other_token).json() == {"queues": []}
+
+
+def test_token_use_is_stamped_even_when_the_answer_is_an_error(db, api_url, capsys):
+    """The token lookup and the endpoint share one transaction: an endpoint's 404 still
+    commits the token's last_used_at, and a revoked token is refused in the same lookup."""
+    tenant = unique("api")
+    token = issue_token(capsys, tenant)
+    assert get(f"{api_url}/api/v1/tickets/999/activities", token).status_code == 404
+    (stamped,) = db.execute(
+        "select last_used_at from control.api_tokens where tenant_id = %s", (tenant,)
+    ).fetchone()
+    assert stamped is not None
+    assert main(["api-tokens", "revoke", tenant, "helpdesk"]) == 0
+    refused = get(f"{api_url}/api/v1/templates/stats", token)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"

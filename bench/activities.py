@@ -1,13 +1,22 @@
 """Benchmark of the activities domain: prints figures, never passes or fails on time.
 
-1. queue -> table: activities per second through the real drain (postgres queue backend,
-   validation, COPY into staging, one INSERT ... ON CONFLICT per batch, ack) for 200,000 events;
+1. queue -> table: activities per second through the real drain (`resources.queues.drain` on the
+   postgres queue backend: receive with lease and dedup check, validation, COPY into staging, one
+   INSERT ... ON CONFLICT per batch, commit, ack) for `--events` events a round, batches of 1000
+   (the drain job's default). The warehouse holds production-sized state first and keeps it across
+   rounds (`bench/production_state.py`: 14 days of acknowledged ids, 3.5 million, in
+   `control.queue_acks`; 14 days of activities with their id ledger; 90 days of partitions); each
+   round's events are new ids continuing the producer's sequence, over the last 24 hours (two
+   day partitions). Timed: the drain from its first receive until the queue is empty. Not timed:
+   publishing (printed apart), the state fill. Left out: Dagster's run start-up around the drain,
+   and other runs writing to the warehouse meanwhile.
 2. export: the time to write one day with 1,000,000 activities as per-tenant Parquet + CSV,
    beside the raw `COPY ... TO STDOUT` of the same rows (same query, bytes discarded).
 
 Runs its own embedded PostgreSQL in a temporary SUPPORTFLOW_HOME. Median of `--rounds` rounds.
 
     .venv/bin/python bench/activities.py [--events 200000] [--export-rows 1000000] [--rounds 3]
+        [--daily-activities 250000] [--skip-export]
 """
 
 from __future__ import annotations
@@ -18,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from assets.activities.export import day_bounds, export_copy_query, export_day  # noqa: E402
 from assets.activities.rules import activity_key  # noqa: E402
 from assets.activities.store import IngestTally, activity_batch_applier  # noqa: E402
+from bench.production_state import (  # noqa: E402
+    DAILY_ACTIVITIES,
+    activity_id,
+    fill_acknowledged_ids,
+    fill_activities,
+)
 from resources.queues import drain  # noqa: E402
 from resources.runtime import build_resources, warehouse_url  # noqa: E402
 from resources.settings import Settings  # noqa: E402
@@ -36,12 +50,12 @@ from resources.warehouse import close_pools, stop_embedded_server  # noqa: E402
 ACTIONS = ["reply", "note", "status_changed", "assigned", "priority_changed", "tags_added"]
 
 
-def events(count: int, today: datetime) -> list[dict]:
-    run = uuid.uuid4().hex[:8]
+def events(count: int, today: datetime, first: int) -> list[dict]:
+    """`count` new activities with the sequence ids `first`, `first + 1` ..."""
     return [
         {
             "type": "activity",
-            "activity_id": f"{run}-{n}",
+            "activity_id": activity_id(first + n),
             "tenant_id": f"tenant-{n % 20}",
             "ticket_id": 1 + n % 5000,
             "actor_type": "system" if n % 10 == 0 else "user",
@@ -54,16 +68,19 @@ def events(count: int, today: datetime) -> list[dict]:
     ]
 
 
-def bench_ingest(resources: dict, db, count: int, rounds: int) -> None:
+def bench_ingest(resources: dict, db, count: int, rounds: int, daily: int) -> None:
     queues, warehouse = resources["queues"], resources["warehouse"]
     now = datetime.now(UTC)
+    started = time.perf_counter()
+    filled = fill_acknowledged_ids(db, "activities", per_day=daily)
+    fill_activities(db, now.date(), per_day=daily)
+    print(
+        f"state: {filled:,} acknowledged ids, {filled:,} activities and ids "
+        f"({daily:,} a day, 14 days), filled in {time.perf_counter() - started:,.0f} s"
+    )
     rates, publish = [], []
-    for _ in range(rounds):
-        db.execute(
-            "truncate raw.activities, raw.activity_ids, control.queue_messages, "
-            "control.queue_acks, control.queue_dead_letters"
-        )
-        bodies = events(count, now)
+    for round_ in range(rounds):
+        bodies = events(count, now, filled + round_ * count)
         started = time.perf_counter()
         queues.send("activities", bodies, dedup_key=activity_key)
         publish.append(count / (time.perf_counter() - started))
@@ -152,6 +169,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--export-rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--daily-activities", type=int, default=DAILY_ACTIVITIES)
+    parser.add_argument("--skip-export", action="store_true")
     args = parser.parse_args()
     import psycopg
 
@@ -163,8 +182,9 @@ def main() -> None:
         url = warehouse_url(settings)
         resources = build_resources(settings, for_dagster=False)
         with psycopg.connect(url, autocommit=True) as db:
-            bench_ingest(resources, db, args.events, args.rounds)
-            bench_export(db, args.export_rows, args.rounds, home)
+            bench_ingest(resources, db, args.events, args.rounds, args.daily_activities)
+            if not args.skip_export:
+                bench_export(db, args.export_rows, args.rounds, home)
     finally:
         close_pools()
         stop_embedded_server(home)

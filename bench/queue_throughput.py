@@ -1,11 +1,17 @@
 """Benchmark: messages per second through the postgres queue backend.
 
-Each round sends N messages of about 500 bytes in batches, then receives them in batches and
-acknowledges each batch (the drain loop's pattern), on an empty queue. Prints per-phase figures
-for every round and the median over the rounds. Starts its own embedded PostgreSQL under a
-temporary SUPPORTFLOW_HOME and removes it afterwards.
+Each round sends N activity-shaped messages of about 500 bytes in batches, then receives them in
+batches and acknowledges each batch (the drain loop's pattern, without a consumer and without the
+drain's overlap of receiving with applying). Before the first round the acknowledgement ledger
+holds production-sized state, kept across rounds (never truncated): 14 days of acknowledged ids of
+queue `activities`, 3.5 million (`bench/production_state.py`), which every receive checks each
+message against and every ack adds to. Each round's ids are new, continuing the producer's
+sequence. Timed per phase: send, receive, ack. Not timed: the state fill. Prints per-phase
+figures for every round and the median over the rounds. Starts its own embedded PostgreSQL under
+a temporary SUPPORTFLOW_HOME and removes it afterwards.
 
     .venv/bin/python bench/queue_throughput.py [--messages 100000] [--rounds 3]
+        [--daily-activities 250000]
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.activities.rules import activity_key  # noqa: E402
+from bench.production_state import (  # noqa: E402
+    DAILY_ACTIVITIES,
+    activity_id,
+    fill_acknowledged_ids,
+)
 from resources.queues import PostgresQueues  # noqa: E402
 from resources.warehouse import (  # noqa: E402
     WarehouseResource,
@@ -33,14 +44,15 @@ from resources.warehouse import (  # noqa: E402
 QUEUE = "activities"
 
 
-def make_bodies(count: int, size: int = 500) -> list[dict]:
-    """Activity-shaped messages padded so their JSON is about `size` bytes."""
+def make_bodies(count: int, first: int, size: int = 500) -> list[dict]:
+    """Activity-shaped messages with the sequence ids `first` ..., padded so their JSON is about
+    `size` bytes."""
     bodies = []
     for i in range(count):
         body = {
             "type": "activity",
             "tenant_id": f"tenant-{i % 7}",
-            "activity_id": f"bench-{i:08d}",
+            "activity_id": activity_id(first + i),
             "ticket_id": 100_000 + i % 5000,
             "actor_type": "user" if i % 3 else "system",
             "action": "ticket.status_changed",
@@ -88,14 +100,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--send-batch", type=int, default=1000)
     parser.add_argument("--receive-batch", type=int, default=500)
+    parser.add_argument("--daily-activities", type=int, default=DAILY_ACTIVITIES)
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sf-bench-"))
     try:
         url = ensure_ready(None, home)
         queues = PostgresQueues(warehouse=WarehouseResource(database_url=url, home=str(home)))
-        bodies = make_bodies(args.messages)
-        avg_bytes = statistics.mean(len(json.dumps(b)) for b in bodies[:1000])
+        started = time.perf_counter()
+        with queues._pool().connection() as conn:
+            filled = fill_acknowledged_ids(conn, QUEUE, per_day=args.daily_activities)
+        print(
+            f"state: {filled:,} acknowledged ids of queue {QUEUE} "
+            f"({args.daily_activities:,} a day, 14 days), filled in "
+            f"{time.perf_counter() - started:,.0f} s"
+        )
+        sample = make_bodies(1000, filled)
+        avg_bytes = statistics.mean(len(json.dumps(b)) for b in sample)
         print(
             f"postgres queue backend: {args.messages:,} messages of ~{avg_bytes:.0f} bytes, "
             f"send batches of {args.send_batch}, receive batches of {args.receive_batch}, "
@@ -103,11 +124,7 @@ def main() -> None:
         )
         rounds = []
         for number in range(1, args.rounds + 1):
-            with queues._pool().connection() as conn:
-                conn.execute(
-                    "truncate control.queue_messages, control.queue_dead_letters, "
-                    "control.queue_acks"
-                )
+            bodies = make_bodies(args.messages, filled + (number - 1) * args.messages)
             figures = run_round(queues, bodies, args.send_batch, args.receive_batch)
             rounds.append(figures)
             print(

@@ -20,6 +20,7 @@ import gc
 import hashlib
 import json
 import logging
+import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -96,6 +97,8 @@ def retry_delay_seconds(receive_count: int, base_seconds: float = 10.0) -> float
 
 
 _JSON_DECODER = msgspec.json.Decoder()
+# The receipts of postgres messages as one array literal: {<message_id>:<lease uuid>,...}
+_RECEIPTS = re.compile(r"\{\d+:[0-9a-f-]{36}(?:,\d+:[0-9a-f-]{36})*\}")
 
 
 def _loads_json(data: bytes | str) -> Any:
@@ -269,15 +272,18 @@ class PostgresQueues(QueueResource):
                    || coalesce('; last error: ' || last_error, '')
             from exhausted
             on conflict (message_id) do nothing
+        ), lease as (
+            -- one token per receive: the message id beside it makes each receipt unique
+            select gen_random_uuid() as token
         ), updated as (
             update control.queue_messages m
             set receive_count = m.receive_count + 1,
                 visible_at = now() + make_interval(secs => %(timeout)s),
-                lease_token = gen_random_uuid()
-            from picked
+                lease_token = lease.token
+            from picked, lease
             where m.message_id = picked.message_id and picked.receive_count < %(max)s
-            returning m.message_id, m.lease_token, m.dedup_id, m.body, m.receive_count,
-                      m.enqueued_at,
+            returning m.message_id, m.message_id || ':' || m.lease_token, m.dedup_id, m.body,
+                      m.receive_count, m.enqueued_at,
                       exists (select 1 from control.queue_acks a
                               where a.queue = m.queue and a.dedup_id = m.dedup_id)
         )
@@ -332,11 +338,11 @@ class PostgresQueues(QueueResource):
                 body=body,
                 dedup_id=dedup_id,
                 receive_count=receive_count,
-                receipt=f"{message_id}:{lease}",
+                receipt=receipt,
                 previously_acked=acked,
                 enqueued_at=enqueued_at,
             )
-            for message_id, lease, dedup_id, body, receive_count, enqueued_at, acked in rows
+            for _, receipt, dedup_id, body, receive_count, enqueued_at, acked in rows
         ]
 
     @staticmethod
@@ -347,16 +353,21 @@ class PostgresQueues(QueueResource):
     def ack(self, messages: Sequence[Message]) -> int:
         if not messages:
             return 0
-        ids, leases = zip(*(self._parse_receipt(m) for m in messages), strict=True)
+        receipts = "{" + ",".join(m.receipt for m in messages) + "}"
+        if not _RECEIPTS.fullmatch(receipts):
+            raise QueueError("ack: not receipts of this backend (message_id:lease_token)")
         with self._pool().connection() as conn:
             # Only the current lease holder may delete: a consumer whose lease expired and whose
-            # message went to someone else acknowledges nothing. The ids go in as array literals
-            # (psycopg dumps a list element by element, which costs more than the statement).
+            # message went to someone else acknowledges nothing. The receipts go in as one array
+            # literal, split in SQL (psycopg dumps a list element by element, which costs more
+            # than the statement).
             row = conn.execute(
                 """
                 with deleted as (
                     delete from control.queue_messages m
-                    using unnest(%s::bigint[], %s::uuid[]) as a(message_id, lease_token)
+                    using (select split_part(r, ':', 1)::bigint as message_id,
+                                  split_part(r, ':', 2)::uuid as lease_token
+                           from unnest(%s::text[]) as r) as a
                     where m.message_id = a.message_id and m.lease_token = a.lease_token
                     returning m.queue, m.dedup_id
                 ), remembered as (
@@ -366,7 +377,7 @@ class PostgresQueues(QueueResource):
                 )
                 select count(*) from deleted
                 """,
-                ("{" + ",".join(map(str, ids)) + "}", "{" + ",".join(leases) + "}"),
+                (receipts,),
             ).fetchone()
         return int(row[0])
 

@@ -8,7 +8,6 @@ the CLI call them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from assets.activities.rules import (
     InvalidActivity,
     TicketDelete,
     day_of_partition,
+    details_text,
     parse_activity,
     parse_ticket_delete,
 )
@@ -294,16 +294,19 @@ def activity_batch_applier(
     ones are rejected with the reason), then insert the rest in one transaction. A database
     error propagates, so `drain` retries the whole batch later."""
 
+    cutoff = retention_cutoff(today, retention_days)
+
     def apply(messages: list[Message]) -> BatchOutcome:
         rejected: dict[str, str] = {}
         valid = []
+        now = datetime.now(UTC)  # one clock reading per batch bounds every `occurred_at`
         for message in messages:
             try:
-                activity = parse_activity(message.body)
+                activity = parse_activity(message.body, now=now, from_json=True)
             except InvalidActivity as exc:
                 rejected[message.receipt] = f"invalid activity: {exc}"
                 continue
-            if is_expired(activity.occurred_at, today, retention_days):
+            if activity.day < cutoff:  # retention has dropped (or would drop at once) its day
                 rejected[message.receipt] = (
                     f"occurred_at: {activity.occurred_at.isoformat()} is older than the "
                     f"retention period ({retention_days} days)"
@@ -369,7 +372,8 @@ create temp table if not exists activities_staging (
 """
 
 # One statement: dedupe the batch, drop activities of destroyed tickets, claim the ids in the
-# ledger, and insert only the claimed ones. The final ON CONFLICT is a second guard only.
+# ledger, insert only the claimed ones (the ON CONFLICT there is a second guard only), and mark
+# the days of the user activities inserted as changed (`mark_export_days_changed`, in day order).
 _INSERT_SQL = """
 with batch as (
     select distinct on (s.activity_id) s.*
@@ -384,15 +388,23 @@ with batch as (
     select activity_id, occurred_at from batch
     on conflict (activity_id) do nothing
     returning activity_id
+), inserted as (
+    insert into raw.activities
+        (activity_id, occurred_at, tenant_id, ticket_id, actor_type, actor_id, action, category,
+         details)
+    select b.activity_id, b.occurred_at, b.tenant_id, b.ticket_id, b.actor_type, b.actor_id,
+           b.action, b.category, b.details
+    from batch b join claimed c using (activity_id)
+    on conflict do nothing
+    returning occurred_at, actor_type
+), marked as (
+    insert into control.activity_export_days (day, changed_at)
+    select day, clock_timestamp()
+    from (select distinct (occurred_at at time zone 'UTC')::date as day
+          from inserted where actor_type = 'user' order by 1) as days
+    on conflict (day) do update set changed_at = excluded.changed_at
 )
-insert into raw.activities
-    (activity_id, occurred_at, tenant_id, ticket_id, actor_type, actor_id, action, category,
-     details)
-select b.activity_id, b.occurred_at, b.tenant_id, b.ticket_id, b.actor_type, b.actor_id,
-       b.action, b.category, b.details
-from batch b join claimed c using (activity_id)
-on conflict do nothing
-returning occurred_at, actor_type
+select count(*) from inserted
 """
 
 
@@ -433,10 +445,9 @@ def _insert(conn: psycopg.Connection, activities: Sequence[Activity]) -> int:
                         a.actor_id,
                         a.action,
                         a.category,
-                        json.dumps(a.details, separators=(",", ":")),
+                        a.details_json or details_text(a.details),
                     )
                 )
         cur.execute(_INSERT_SQL)
-        inserted = cur.fetchall()
-    mark_export_days_changed(conn, [when for when, actor in inserted if actor == "user"])
-    return len(inserted)
+        (inserted,) = cur.fetchone()
+    return int(inserted)

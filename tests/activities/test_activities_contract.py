@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -133,3 +134,43 @@ def test_partition_names_are_the_documented_ones(day, table):
 @pytest.mark.parametrize("name", ["activities_default", "activities_p2026039", "notes_p20260309"])
 def test_other_tables_are_not_partitions(name):
     assert day_of_partition(name) is None
+
+
+@pytest.mark.parametrize(
+    ("details", "from_json"),
+    [
+        ({"score": float("nan")}, False),
+        ({"changes_seen": [1.0, float("inf")]}, False),
+        ({"when": datetime(2026, 11, 20, tzinfo=UTC)}, False),
+        ({"tags": {"a", "b"}}, False),
+        # Python's json module decodes NaN and Infinity literals: the fast path refuses them too
+        ({"score": float("nan")}, True),
+        ({"changes_seen": [1.0, float("-inf")]}, True),
+    ],
+)
+def test_details_json_cannot_hold_are_refused(details, from_json):
+    body = make_event("acme", 1, details=details)
+    with pytest.raises(InvalidActivity, match="^details: not JSON-serialisable"):
+        parse_activity(body, from_json=from_json)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {},
+        {"note": "ünïcødé ✓", "n": 12345678901234567890, "x": 0.1, "ok": True},
+        {"assignee": [None, "agent-1"], "nested": {"deep": [{"a": None}]}},
+        {"text": "the word null inside a string"},
+    ],
+)
+def test_details_fast_path_stores_what_the_checked_path_stores(
+    db, activity_tables, tenant, details
+):
+    checked = parse_activity(make_event(tenant, 1, details=details))
+    fast = parse_activity(make_event(tenant, 2, details=details), from_json=True)
+    assert json.loads(fast.details_json) == json.loads(checked.details_json)
+    assert insert_activities(db, [checked, fast]) == 2
+    stored = db.execute(
+        "select details from raw.activities where tenant_id = %s order by activity_id", (tenant,)
+    ).fetchall()
+    assert stored == [(checked.details,), (checked.details,)]

@@ -113,13 +113,16 @@ on conflict (desk_id, group_id) do update set
 where coalesce(g.updated_at, '-infinity') <= coalesce(excluded.updated_at, '-infinity')
 """
 
-# Comments do not change once written; overlapping pages hit the key and are skipped.
+# Comments do not change once written; overlapping pages hit the key and are skipped. A first
+# sync writes comments from two threads whose pages can share comments: both insert in key
+# order, so neither can wait for a key the other holds while holding one it waits for (deadlock).
 INSERT_COMMENTS = """
 insert into raw.zendesk_ticket_comments (
     desk_id, tenant_id, comment_id, ticket_id, author_id, public, body, created_at, raw_data)
 select %(desk_id)s::bigint, %(tenant_id)s::text, comment_id, ticket_id, author_id, public,
     body, created_at, raw_data
 from zendesk_comments_stage
+order by comment_id
 on conflict (desk_id, comment_id) do nothing
 """
 

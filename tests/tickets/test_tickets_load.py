@@ -100,3 +100,48 @@ def test_repair_adds_a_tickets_missing_comments(db, make_desk, run_sync, capsys)
     assert main(["desks", "repair-comments", "no-such-desk", "1"]) == 2
     assert "no-such-desk" in capsys.readouterr().err
     assert_matches_truth(db, desk, sandbox)
+
+
+def test_comment_writers_sharing_comments_never_deadlock(db, db_url, make_desk):
+    """A first sync's two comment writers (per-ticket reading, export pages) may share
+    comments; both insert in key order, so one waits for the other and none deadlocks."""
+    import threading
+
+    import psycopg
+
+    from assets.tickets.rules import comment_rows
+    from assets.tickets.store import _insert_comments
+
+    desk = make_desk(ZendeskSandbox(seed=5, tickets=1))
+
+    def rows(*ids):
+        comment = {"event_type": "Comment", "author_id": 1, "public": True, "body": "b"}
+        events = [{"ticket_id": 1, "child_events": [{**comment, "id": i} for i in ids]}]
+        return comment_rows(events, set())
+
+    errors: list[BaseException] = []
+    with psycopg.connect(db_url) as first, psycopg.connect(db_url) as second:
+        first.execute("set deadlock_timeout = '100ms'")
+        second.execute("set deadlock_timeout = '100ms'")
+        _insert_comments(first, desk, rows(101, 103))  # holds 101 and 103, not committed
+
+        def other_writer() -> None:
+            try:
+                with second.transaction():
+                    # staged 102 first: in staging order it would take 102, then wait for 103
+                    _insert_comments(second, desk, rows(102, 103, 101))
+            except psycopg.Error as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        thread.join(0.5)  # the other writer now waits for 101 (in key order), holding nothing
+        _insert_comments(first, desk, rows(102))  # a cycle here would be a deadlock
+        first.commit()
+        thread.join(10)
+    assert not errors, errors
+    stored = db.execute(
+        "select comment_id from raw.zendesk_ticket_comments where desk_id = %s order by 1",
+        (desk.desk_id,),
+    ).fetchall()
+    assert stored == [(101,), (102,), (103,)]

@@ -262,7 +262,7 @@ class SplitPolicy:
     workers: int = 8
     chunk: int = 200
     events_per_ticket: float = 4.0
-    budget_share: float = 0.8
+    budget_share: float = 0.85
     min_export_pages: int = 10
 
 

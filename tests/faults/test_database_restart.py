@@ -377,8 +377,14 @@ def test_activities_drain_through_a_database_restart(
                 "select count(*) from raw.activities where tenant_id = %s", (tenant,)
             ).fetchone()[0]
         if interrupted.success:
-            # the pool waited for the server to come back and the run rode through the restart
-            assert written == EVENTS
+            drained = interrupted.asset_materializations_for_node("activities")[0].metadata
+            if drained["retried"].value == 0:
+                # the pool waited for the server to come back and the run rode through the restart
+                assert written == EVENTS
+            else:
+                # the next batch, applied while the held ack waited, was cut by the crash: it
+                # waits for its retry and the run ended there (the later runs finish the queue)
+                assert point == "ack" and written < EVENTS
         else:
             # the gated batch was written before the restart only when held before its ack
             assert written == BATCH * (GATED_BATCH if point == "ack" else GATED_BATCH - 1)

@@ -54,37 +54,45 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+class _Waiting:
+    """One event loop's items waiting for a flush, and how many flushes it has running."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, asyncio.Future]] = []
+        self.flushing = 0
+
+
 class Batched(Generic[Item, Result]):
     """Calls of a blocking `flush(items) -> results` (one result per item, in order) made by
-    concurrent requests, gathered: while one flush runs in a worker thread, the items submitted
-    meanwhile wait and go together in the next one. The flush is the unit of success: when it
-    raises, every item in it gets the exception. At most one flush runs at a time per event loop
-    (a service served by several loops, as in tests, gathers per loop)."""
+    concurrent requests, gathered: up to `concurrency` flushes run at once in worker threads (so
+    one waiting on the disk does not hold the next back), and the items submitted while they all
+    run wait and go together in the next. The flush is the unit of success: when it raises,
+    every item in it gets the exception. A service served by several event loops (tests) gathers
+    per loop."""
 
-    def __init__(self, flush: Callable[[list[Item]], Sequence[Result]]):
+    def __init__(self, flush: Callable[[list[Item]], Sequence[Result]], concurrency: int = 2):
         self._flush = flush
-        # loop -> items waiting for the next flush; a loop is here while its flusher runs
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Item, asyncio.Future]]] = {}
+        self._concurrency = concurrency
+        self._waiting: dict[asyncio.AbstractEventLoop, _Waiting] = {}
         self._flushers: set[asyncio.Task] = set()  # held: the loop keeps only weak references
 
     async def submit(self, item: Item) -> Result:
         """The item's result, once the flush that took it has returned."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        pending = self._pending.get(loop)
-        if pending is None:
-            self._pending[loop] = [(item, future)]
-            flusher = loop.create_task(self._flush_pending(loop))
+        waiting = self._waiting.setdefault(loop, _Waiting())
+        waiting.items.append((item, future))
+        if waiting.flushing < self._concurrency:
+            waiting.flushing += 1
+            flusher = loop.create_task(self._flush_waiting(loop, waiting))
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
-        else:
-            pending.append((item, future))
         return await future
 
-    async def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _flush_waiting(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting) -> None:
         try:
-            while batch := self._pending[loop]:
-                self._pending[loop] = []
+            while batch := waiting.items:
+                waiting.items = []
                 try:
                     results = await run_in_threadpool(self._flush, [item for item, _ in batch])
                 except Exception as exc:  # every waiter answers for itself (503, ...)
@@ -100,8 +108,10 @@ class Batched(Generic[Item, Result]):
                     if not future.done():
                         future.set_result(result)
         finally:
-            for _, future in self._pending.pop(loop, []):  # cancelled: nobody flushes these
-                if not future.done():
+            waiting.flushing -= 1
+            if not waiting.flushing:
+                del self._waiting[loop]
+                for _, future in waiting.items:  # cancelled: nobody is left to flush these
                     future.cancel()
 
 

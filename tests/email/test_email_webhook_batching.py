@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 
 from resources.queues import PostgresQueues
 from webhooks.app import WebhookService, create_app, serve_in_thread
@@ -18,8 +19,8 @@ from webhooks.verify import MailgunTokenStore
 
 
 class Held:
-    """What a `slow_queues` backend records: each send's size; the first send waits for
-    `release`, so the test's other requests must gather behind it; `fail` makes sends raise."""
+    """What a `slow_queues` backend records: each send's size; sends wait for `release`, so
+    the test's other requests must gather behind the first ones; `fail` makes sends raise."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
@@ -31,13 +32,20 @@ def slow_queues(warehouse, held: Held) -> PostgresQueues:
     class SlowQueues(PostgresQueues):
         def send(self, queue, bodies, delay_seconds=0, *, dedup_key=None):
             held.sizes.append(len(bodies))
-            if len(held.sizes) == 1:
-                held.release.wait(10)
+            held.release.wait(10)
             if held.fail:
                 raise RuntimeError("queue down")
             return super().send(queue, bodies, delay_seconds, dedup_key=dedup_key)
 
     return SlowQueues(warehouse=warehouse)
+
+
+@pytest.fixture
+def aws_host(provider_keys):
+    """The certificate host's stand-in, this test's own (the session's counts its fetches)."""
+    from tests.email.conftest import AwsHostStandIn
+
+    return AwsHostStandIn(provider_keys)
 
 
 def requests_of(generator, tenant, count):
@@ -88,8 +96,8 @@ def test_concurrent_requests_share_a_send_and_are_answered_after_it(
     with serve_in_thread(create_app(service(email_settings, resources, aws_host, queues))) as url:
         statuses = post_concurrently(url, requests, then=held.release.set)
     assert statuses == [200] * 9
-    # the held send, then the others gathered behind it (Mailgun's arrive after their claim)
-    assert sum(held.sizes) == 9 and held.sizes[0] == 1 and max(held.sizes[1:]) > 1
+    # the first sends held, the others gathered behind them (Mailgun's after their claim)
+    assert sum(held.sizes) == 9 and len(held.sizes) < 9 and max(held.sizes) > 1
     assert len(queued(email_tables)) == 9
 
 
@@ -102,7 +110,7 @@ def test_a_failed_shared_send_answers_503_to_each_request_and_releases_their_tok
     requests = requests_of(generator, tenant, 6)
     with serve_in_thread(create_app(service(email_settings, resources, aws_host, queues))) as url:
         statuses = post_concurrently(url, requests, then=held.release.set)
-    assert statuses == [503] * 6 and max(held.sizes[1:]) > 1
+    assert statuses == [503] * 6 and max(held.sizes) > 1
     assert queued(email_tables) == []
     # the senders' retries are accepted: Mailgun's tokens were released, not taken as replays
     working = service(email_settings, resources, aws_host, resources["queues"])

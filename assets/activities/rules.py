@@ -124,9 +124,10 @@ class ActivityMessage(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise InvalidActivity(
                 f"action: expected a lower-case name like 'status_changed', got {self.action!r:.40}"
             )
-        clash = sorted({"changes", "rule"} & set(self.details or {}))
-        if clash:
-            raise InvalidActivity(f"details: must not contain {clash[0]!r} (a top-level field)")
+        details = self.details
+        if details and ("changes" in details or "rule" in details):
+            clash = "changes" if "changes" in details else "rule"
+            raise InvalidActivity(f"details: must not contain {clash!r} (a top-level field)")
         # JSON-serialisable: checked by `parse_activity`, which encodes the details once.
 
 

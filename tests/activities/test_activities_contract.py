@@ -95,6 +95,7 @@ def test_system_failure_activity_creates_a_missing_partition(db_url, activity_ta
         ({"changes": ["status"]}, "changes"),
         ({"rule": "observer"}, "rule"),
         ({"details": {"rule": {}}}, "details"),
+        ({"details": {"note": 1, "changes": {}}}, "details"),
         ({"type": "email"}, "type"),
         ({"colour": "red"}, "colour"),
     ],

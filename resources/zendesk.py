@@ -63,6 +63,10 @@ class TicketPage(msgspec.Struct):
 
 
 decode_ticket_page = msgspec.json.Decoder(TicketPage).decode
+# Plain JSON (dicts and lists), as orjson.loads returns it, but without orjson's transient
+# working buffer of about 15 times the body: an export page of one busy second (thousands of
+# events, a few MB) would otherwise lift the sync's peak memory by tens of MB.
+decode_json = msgspec.json.Decoder().decode
 
 
 class ZendeskError(RuntimeError):
@@ -206,7 +210,7 @@ class ZendeskApi:
         endpoint: str,
         url: str,
         params: dict[str, Any] | None = None,
-        decode: Callable[[bytes], Any] = orjson.loads,
+        decode: Callable[[bytes], Any] = decode_json,
     ) -> Any:
         """GET with the desk's budget, retries and error naming; returns `decode(body)`.
         `url` must be on the desk's origin (ZendeskError otherwise, nothing sent)."""

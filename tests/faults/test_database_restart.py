@@ -398,8 +398,13 @@ def test_activities_drain_through_a_database_restart(
     inserted = sum(m["inserted"].value for m in metadata)
     already = sum(m["already_stored"].value for m in metadata)
     assert inserted == EVENTS - written  # each activity inserted exactly once, over all runs
-    # the batch committed but not acknowledged came back and had no second effect
-    assert already == (BATCH if point == "ack" and not interrupted.success else 0)
+    # Batches committed but not acknowledged came back and had no second effect: the gated one
+    # when the run died at its ack, and any batch the drain had received ahead (it receives the
+    # next batch while one is applied) whose 2-second lease ran out while the server restarted,
+    # so that its acknowledgement found the messages leased again and deleted nothing.
+    if point == "ack" and not interrupted.success:
+        assert already >= BATCH
+    assert 0 <= already <= EVENTS - inserted
     with connect(fault_url) as db:
         stored = [
             r[0]

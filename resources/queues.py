@@ -536,6 +536,10 @@ def drain(
     dead-lettered after `max_receives`). If it raises, the whole batch is retried. Every
     dead-lettering raises an alert, whatever the cause: rejected, retries used up, or (found on
     receive) a consumer that kept dying before it could say anything.
+
+    A batch is received while the one before it is applied, so `visibility_timeout` must cover
+    applying two batches: a lease that runs out first lets the batch be received again, and it is
+    then applied twice with no second effect (consumers are idempotent), never lost.
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds

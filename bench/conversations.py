@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.conversations.store import (  # noqa: E402
     Engines,
+    MessageBatchApplier,
     MessageTally,
     add_origin,
     counter_mismatches,
-    message_batch_applier,
     refresh_membership,
     save_work_queue,
     sweep,
@@ -199,10 +199,12 @@ def bench_drain(
     engines = Engines.default()
     tally = MessageTally()
     started = time.perf_counter()
+    applier = MessageBatchApplier(warehouse.connection, tally, engines=engines)
     report = drain(
         queues,
         "messages",
-        message_batch_applier(warehouse.connection, tally, engines=engines),
+        applier.apply,
+        prepare_batch=applier.prepare,
         batch_size=batch_size,
         max_seconds=7200,
         skip_previously_acked=False,

@@ -505,6 +505,17 @@ class DrainReport:
 AlertFn = Callable[[str, str, dict[str, Any]], None]
 
 
+@dataclass
+class _Received:
+    """A batch as the drain's background thread hands it over."""
+
+    messages: list[Message]
+    redriven: list[DeadLetter]
+    fresh: list[Message]  # not acknowledged before (or all, when those are applied again)
+    prepared: Any = None
+    prepare_error: Exception | None = None
+
+
 @contextmanager
 def _frozen_heap() -> Iterator[None]:
     """What was alive before a drain (a run's code, Dagster's machinery) outlives it: frozen out
@@ -520,7 +531,7 @@ def _frozen_heap() -> Iterator[None]:
 def drain(
     queues: QueueResource,
     queue: str,
-    apply_batch: Callable[[list[Message]], BatchOutcome | None],
+    apply_batch: Callable[[Any], BatchOutcome | None],
     *,
     raise_alert: AlertFn | None = None,
     batch_size: int = 500,
@@ -528,6 +539,7 @@ def drain(
     retry_base_seconds: float = 10.0,
     max_seconds: float = 600.0,
     skip_previously_acked: bool = True,
+    prepare_batch: Callable[[list[Message]], Any] | None = None,
 ) -> DrainReport:
     """Receive, apply, then acknowledge, until the queue has nothing visible (or time is up).
 
@@ -540,11 +552,16 @@ def drain(
     A batch is received while the one before it is applied, so `visibility_timeout` must cover
     applying two batches: a lease that runs out first lets the batch be received again, and it is
     then applied twice with no second effect (consumers are idempotent), never lost.
+
+    `prepare_batch` is the consumer's work that needs neither the database nor the batches before
+    (parsing, validating, scoring texts): it runs on the batch as soon as it is received, beside
+    the applying of the one before, and `apply_batch` is then given what it returned instead of
+    the messages. If it raises, the whole batch is retried, as when `apply_batch` raises.
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds
 
-    def receive_batch() -> tuple[list[Message], list[DeadLetter]]:
+    def receive_batch() -> _Received:
         redriven: list[DeadLetter] = []
         messages = queues.receive(
             queue,
@@ -552,7 +569,14 @@ def drain(
             visibility_timeout=visibility_timeout,
             on_dead_letter=redriven.append,
         )
-        return messages, redriven
+        fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
+        received = _Received(messages, redriven, fresh)
+        if prepare_batch is not None and fresh:
+            try:
+                received.prepared = prepare_batch(fresh)
+            except Exception as exc:  # retried with the batch: see the apply below
+                received.prepare_error = exc
+        return received
 
     # Receiving and acknowledging are the queue's work, applying is the consumer's: one
     # background thread receives the next batch and acknowledges the last one while this thread
@@ -564,7 +588,8 @@ def drain(
         next_batch: Future | None = background.submit(receive_batch)
         last_ack: Future | None = None
         while next_batch is not None:
-            messages, redriven = next_batch.result()
+            received: _Received = next_batch.result()
+            messages, redriven, fresh = received.messages, received.redriven, received.fresh
             next_batch = None
             if redriven:
                 report.dead_lettered += len(redriven)
@@ -584,10 +609,16 @@ def drain(
                 next_batch = background.submit(receive_batch)
             report.batches += 1
             report.received += len(messages)
-            fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
             duplicates = [m for m in messages if skip_previously_acked and m.previously_acked]
             try:
-                outcome = apply_batch(fresh) if fresh else BatchOutcome()
+                if received.prepare_error is not None:
+                    raise received.prepare_error
+                if not fresh:
+                    outcome = BatchOutcome()
+                elif prepare_batch is not None:
+                    outcome = apply_batch(received.prepared)
+                else:
+                    outcome = apply_batch(fresh)
             except Exception as exc:  # the batch's effect was rolled back: all of it comes again
                 error = f"{type(exc).__name__}: {exc}"
                 # The full error stays with the messages (their retry and dead-letter reason); the

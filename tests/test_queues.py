@@ -584,3 +584,65 @@ def test_a_drain_stopping_early_still_applies_the_batch_it_received_ahead(pg_que
     assert applied == [f"s-{n}" for n in range(10, 20)]
     stats = next(s for s in pg_queues.stats() if s.queue == "activities")
     assert (stats.visible, stats.in_flight + stats.delayed) == (10, 10)
+
+
+def test_drain_prepares_the_next_batch_while_it_applies_one(pg_queues):
+    """`prepare_batch` runs on each batch as soon as it is received (the next one while the
+    current one is applied), and `apply_batch` is given what it returned."""
+    pg_queues.send("activities", [{"activity_id": f"q-{n:02d}"} for n in range(30)])
+    prepared: list[list[str]] = []
+    applied: list[list[str]] = []
+    next_prepared: list[bool] = []
+
+    def prepare_batch(messages):
+        ids = [m.body["activity_id"] for m in messages]
+        prepared.append(ids)
+        return ids
+
+    def apply_batch(ids):
+        assert isinstance(ids, list) and all(isinstance(i, str) for i in ids)  # prepare's result
+        deadline = time.monotonic() + 10
+        while len(prepared) == len(applied) + 1 and len(applied) < 2:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        next_prepared.append(len(prepared) > len(applied) + 1)
+        applied.append(ids)
+        return BatchOutcome()
+
+    report = drain(pg_queues, "activities", apply_batch, prepare_batch=prepare_batch, batch_size=10)
+    assert [i for ids in applied for i in ids] == [f"q-{n:02d}" for n in range(30)]
+    assert applied == prepared
+    assert next_prepared == [True, True, False]  # the last batch has none after it
+    assert report.applied == 30 and report.batches == 3
+
+
+def test_a_batch_whose_preparation_raises_is_retried_whole(pg_queues, db):
+    pg_queues.send("activities", [{"activity_id": f"r-{n}"} for n in range(5)])
+    attempts: list[int] = []
+
+    def prepare_batch(messages):
+        attempts.append(len(messages))
+        if len(attempts) == 1:
+            raise ValueError("the sentiment model is not loaded yet")
+        return messages
+
+    applied: list[str] = []
+
+    def apply_batch(messages):
+        applied.extend(m.body["activity_id"] for m in messages)
+        return BatchOutcome()
+
+    first = drain(
+        pg_queues, "activities", apply_batch, prepare_batch=prepare_batch,
+        retry_base_seconds=0.05, max_seconds=10,
+    )  # fmt: skip
+    assert (first.retried, first.applied) == (5, 0) and applied == []
+    errors = db.execute(
+        "select distinct last_error from control.queue_messages where queue = 'activities'"
+    ).fetchall()
+    assert errors == [("ValueError: the sentiment model is not loaded yet",)]
+    time.sleep(0.1)  # the retry delay
+    second = drain(pg_queues, "activities", apply_batch, prepare_batch=prepare_batch)
+    assert second.applied == 5 and sorted(applied) == [f"r-{n}" for n in range(5)]
+    assert pg_queues.dead_letters("activities") == []

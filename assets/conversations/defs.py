@@ -15,11 +15,11 @@ import dagster as dg
 from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES, STATES
 from assets.conversations.store import (
     Engines,
+    MessageBatchApplier,
     MessageTally,
     compute_conversation_daily,
     counter_mismatches,
     event_batch_applier,
-    message_batch_applier,
     recount_counters,
     sweep,
 )
@@ -61,6 +61,7 @@ def _drain(
     apply_batch,
     alerts: AlertsResource,
     config: DrainConfig,
+    prepare_batch=None,
 ):
     # The queue's global dedup ledger keys on the bare message_id / event_id, which two tenants
     # may share: every message is applied, and the database's unique keys per tenant make a
@@ -75,6 +76,7 @@ def _drain(
         retry_base_seconds=config.retry_base_seconds,
         max_seconds=config.max_seconds,
         skip_previously_acked=False,
+        prepare_batch=prepare_batch,
     )
 
 
@@ -182,13 +184,15 @@ def conversation_messages_drain(
     conversation_settings: ConversationSettings,
 ):
     tally = MessageTally()
-    apply_batch = message_batch_applier(
+    applier = MessageBatchApplier(
         warehouse.connection,
         tally,
         engines=Engines.default(),
         default_close_after=conversation_settings.close_after_minutes,
     )
-    report = _drain(queues, "messages", apply_batch, alerts, config)
+    report = _drain(
+        queues, "messages", applier.apply, alerts, config, prepare_batch=applier.prepare
+    )
     context.log.info("drained messages: %s, %s", report, tally)
     yield dg.MaterializeResult(
         asset_key="conversation_messages",

@@ -166,13 +166,29 @@ class Engines:
         return len(self._scores)
 
 
+_MISSING = object()
+
+
 def _cached(cache: dict, compute: Callable[[Sequence[str]], Sequence[Any]], texts) -> list:
-    missing = sorted({t for t in texts if t not in cache})
+    """Each text's value, computing the missing ones in one call. Safe to share between threads
+    (a drain scores one batch while it writes the one before): one may clear the cache while
+    another reads it."""
+    values: dict[str, Any] = {}
+    missing = []
+    for text in set(texts):
+        value = cache.get(text, _MISSING)
+        if value is _MISSING:
+            missing.append(text)
+        else:
+            values[text] = value
     if missing:
-        if len(cache) + len(missing) > CACHE_LIMIT:
+        missing.sort()
+        computed = dict(zip(missing, compute(missing), strict=True))
+        if len(cache) + len(computed) > CACHE_LIMIT:
             cache.clear()
-        cache.update(zip(missing, compute(missing), strict=True))
-    return [cache[t] for t in texts]
+        cache.update(computed)
+        values.update(computed)
+    return [values[t] for t in texts]
 
 
 def score_customer_texts(
@@ -477,7 +493,7 @@ def refresh_membership(
     ids = sorted(set(ticket_ids))
     only = list(queue_ids) if queue_ids is not None else None
     rows = conn.execute(
-        _PROPERTY_SQL + " where t.ticket_id = any(%s::bigint[])", (_ids(ids),)
+        _PROPERTY_SQL + " where t.ticket_id = any(%s::bigint[])", (_ids(ids),), binary=True
     ).fetchall()
     tenants = sorted({row[1] for row in rows})
     queue_rows = conn.execute(
@@ -853,6 +869,7 @@ class _Session:
                 """
             ).format(_columns(_TICKET_COLUMNS, "t")),
             (tenants, [r[1] for r in refs], [r[2] for r in refs]),
+            binary=True,  # timestamps as they are stored, not parsed from text
         ).fetchall()
         self.load_threads(thread_ids=[row[3] for row in rows])
         found: dict[tuple[str, str, int], _Ticket] = {}
@@ -913,6 +930,7 @@ class _Session:
                 """
             ).format(_columns(_TICKET_COLUMNS)),
             (_ids(loaded_ids),),
+            binary=True,  # timestamps as they are stored, not parsed from text
         ).fetchall():
             ticket = self._ticket(row)
             ticket.thread.latest = ticket
@@ -931,6 +949,7 @@ class _Session:
                 """
             ).format(_columns(_TICKET_COLUMNS, "t")),
             (_records(thread_id=loaded_ids, since=oldest),),
+            binary=True,  # timestamps as they are stored, not parsed from text
         ).fetchall():
             ticket = self._ticket(row)
             if ticket not in ticket.thread.closed:
@@ -1159,9 +1178,10 @@ class _Session:
                 custom_fields, visible_message_count, first_customer_message_at,
                 first_response_at, star_rating, sentiment_sum, sentiment_count, sentiment_score,
                 sentiment_label)
-            from stdin
+            from stdin (format binary)
             """
         ) as copy:
+            copy.set_types(_TICKET_COLUMN_TYPES)
             band = self.engines.neutral_band
             for ticket, language in zip(new_tickets, languages, strict=True):
                 tags, priority, custom = enrichment.get(
@@ -1186,7 +1206,7 @@ class _Session:
                         language,
                         tags,
                         priority or "normal",
-                        Jsonb(custom),
+                        Jsonb(custom, dumps=_JSON.encode),
                         ticket.visible_message_count,
                         ticket.first_customer_message_at,
                         ticket.first_response_at,
@@ -1422,9 +1442,11 @@ def _insert_messages(
         copy raw.conversation_messages (tenant_id, message_id, ticket_id, thread_id, origin_id,
             kind, author_external_id, author_name, text, attachments, rating, sentiment_score,
             sent_at, received_at, deleted, hidden, shadowed, hidden_changed_at, deleted_at)
-        from stdin
+        from stdin (format binary)
         """
     ) as copy:
+        # binary: timestamps and numbers go as they are, neither formatted here nor parsed there
+        copy.set_types(_MESSAGE_COLUMN_TYPES)
         for item, thread, ticket in rows:
             m = item.message
             copy.write_row(
@@ -1438,7 +1460,7 @@ def _insert_messages(
                     m.author.external_id,
                     m.author.name,
                     m.text,
-                    _ATTACHMENTS_JSON.encode(m.attachments).decode() if m.attachments else "[]",
+                    Jsonb(m.attachments, dumps=_JSON.encode),
                     m.rating,
                     item.sentiment_score,
                     m.sent_at,
@@ -1452,7 +1474,17 @@ def _insert_messages(
             )
 
 
-_ATTACHMENTS_JSON = msgspec.json.Encoder()
+_TICKET_COLUMN_TYPES = (
+    *("int8", "text", "int8", "int8", "int8", "text", "text", "text"),
+    *("timestamptz", "timestamptz", "timestamptz", "timestamptz", "timestamptz", "timestamptz"),
+    *("text", "text[]", "text", "jsonb", "int4", "timestamptz", "timestamptz", "int2"),
+    *("float8", "int4", "float8", "text"),
+)
+_MESSAGE_COLUMN_TYPES = (
+    *("text", "text", "int8", "int8", "int8", "text", "text", "text", "text", "jsonb"),
+    *("int2", "float8", "timestamptz", "timestamptz", "bool", "bool", "bool"),
+    *("timestamptz", "timestamptz"),
+)
 
 
 def apply_messages(
@@ -1624,20 +1656,40 @@ def _apply_flags(
     return {v[0] for v in state.values() if v[0] is not None}, missing
 
 
-def message_batch_applier(
-    connection: ConnectionFactory,
-    tally: MessageTally,
-    *,
-    engines: Engines,
-    default_close_after: int = DEFAULT_CLOSE_AFTER_MINUTES,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Callable[[list[Message]], BatchOutcome]:
+@dataclass
+class PreparedMessages:
+    """A batch of queue `messages` parsed, validated and scored: what needs no database."""
+
+    items: list[Incoming | tuple[str, FlagEvent]]
+    rejected: dict[str, str]
+
+
+class MessageBatchApplier:
     """The `apply_batch` of the `messages` drain: validate each body (an invalid one is rejected
     with the reason, so it is dead-lettered), score customer texts, then apply the rest in one
-    transaction. A database error propagates: `drain` retries the whole batch."""
+    transaction. A database error propagates: `drain` retries the whole batch.
 
-    def apply(messages: list[Message]) -> BatchOutcome:
-        now = clock()
+    `prepare` (validate and score) and `apply` (the transaction) are the drain's two stages
+    (`drain(..., prepare_batch=applier.prepare, apply_batch=applier.apply)`), so one batch is
+    parsed while the one before it is written; calling the applier does both."""
+
+    def __init__(
+        self,
+        connection: ConnectionFactory,
+        tally: MessageTally,
+        *,
+        engines: Engines,
+        default_close_after: int = DEFAULT_CLOSE_AFTER_MINUTES,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.connection = connection
+        self.tally = tally
+        self.engines = engines
+        self.default_close_after = default_close_after
+        self.clock = clock
+
+    def prepare(self, messages: list[Message]) -> PreparedMessages:
+        now = self.clock()
         rejected: dict[str, str] = {}
         parsed: list[tuple[str, ChannelMessage | FlagEvent]] = []
         for message in messages:
@@ -1653,24 +1705,33 @@ def message_batch_applier(
                     continue
             parsed.append((message.receipt, body))
         channel = [body for _, body in parsed if isinstance(body, ChannelMessage)]
-        scores = iter(score_customer_texts(engines, channel))
+        scores = iter(score_customer_texts(self.engines, channel))
         items: list[Incoming | tuple[str, FlagEvent]] = [
             Incoming(key, body, next(scores), now)
             if isinstance(body, ChannelMessage)
             else (key, body)
             for key, body in parsed
         ]
-        if not items:
+        return PreparedMessages(items, rejected)
+
+    def apply(self, prepared: PreparedMessages) -> BatchOutcome:
+        rejected = dict(prepared.rejected)
+        if not prepared.items:
             return BatchOutcome(rejected=rejected)
-        with connection() as conn:
+        with self.connection() as conn:
             result = apply_messages(
-                conn, items, engines=engines, default_close_after=default_close_after, tally=tally
+                conn,
+                prepared.items,
+                engines=self.engines,
+                default_close_after=self.default_close_after,
+                tally=self.tally,
             )
         rejected.update({k: f"invalid message: {v}" for k, v in result.rejected.items()})
         failed = {k: f"not applicable yet: {v}" for k, v in result.failed.items()}
         return BatchOutcome(rejected=rejected, failed=failed)
 
-    return apply
+    def __call__(self, messages: list[Message]) -> BatchOutcome:
+        return self.apply(self.prepare(messages))
 
 
 # --- origins: disable, enable and replay --------------------------------------------------------

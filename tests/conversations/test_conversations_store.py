@@ -410,7 +410,7 @@ def _snapshot(db) -> dict:
 
 def _drain(resources, engines, **options):
     tally = store.MessageTally()
-    applier = store.message_batch_applier(
+    applier = store.MessageBatchApplier(
         resources["warehouse"].connection, tally, engines=engines, default_close_after=180
     )
     options = {"batch_size": 40, "retry_base_seconds": 0.05, "skip_previously_acked": False,
@@ -564,7 +564,7 @@ from resources.runtime import build_resources
 from resources.settings import Settings
 
 resources = build_resources(Settings.from_env(), for_dagster=False)
-inner = store.message_batch_applier(
+inner = store.MessageBatchApplier(
     resources["warehouse"].connection, store.MessageTally(), engines=store.Engines.default(),
     default_close_after=180,
 )

@@ -72,12 +72,9 @@ def fill_history(db, messages: int, per_ticket: int = 10) -> None:
     unique key, GIN and b-tree indexes, the tickets' and threads' tables and the ledger are as
     deep as a running platform's when the timed drain writes into them."""
     tickets = max(messages // per_ticket, 1)
-    db.execute(
-        "insert into control.origins (tenant_id, name, channel, ref) "
-        "values ('history', 'History mail', 'mail', 'mail-history')"
-    )
     (origin_id,) = db.execute(
-        "select origin_id from control.origins where tenant_id = 'history'"
+        "insert into control.origins (tenant_id, name, channel, ref) "
+        "values ('history', 'History mail', 'mail', 'mail-history') returning origin_id"
     ).fetchone()
     db.execute(
         """
@@ -246,14 +243,11 @@ def bench_drain(
 def fill_due_tickets(db, count: int, now: datetime) -> None:
     """`count` solved tickets of tenant `sweep`, all past their closure period, in its queues."""
     tenant = "sweep"
-    db.execute(
+    (origin_id,) = db.execute(
         "insert into control.origins (tenant_id, name, channel, ref) "
-        "values (%s, 'Sweep WhatsApp', 'whatsapp', 'wa-sweep')",
+        "values (%s, 'Sweep WhatsApp', 'whatsapp', 'wa-sweep') returning origin_id",
         (tenant,),
-    )
-    origin_id = db.execute(
-        "select origin_id from control.origins where tenant_id = %s", (tenant,)
-    ).fetchone()[0]
+    ).fetchone()
     db.execute(
         """
         insert into raw.conversation_threads (tenant_id, origin_id, author_external_id)

@@ -511,8 +511,9 @@ class _Received:
 
     messages: list[Message]
     redriven: list[DeadLetter]
-    fresh: list[Message]  # not acknowledged before (or all, when those are applied again)
-    prepared: Any = None
+    fresh: list[Message] = field(default_factory=list)  # to apply
+    duplicates: list[Message] = field(default_factory=list)  # acknowledged before: skipped
+    prepared: Any = None  # what `prepare_batch` made of `fresh` (`fresh` itself without one)
     prepare_error: Exception | None = None
 
 
@@ -560,6 +561,7 @@ def drain(
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds
+    prepare = prepare_batch or (lambda messages: messages)
 
     def receive_batch() -> _Received:
         redriven: list[DeadLetter] = []
@@ -569,11 +571,13 @@ def drain(
             visibility_timeout=visibility_timeout,
             on_dead_letter=redriven.append,
         )
-        fresh = [m for m in messages if not (skip_previously_acked and m.previously_acked)]
-        received = _Received(messages, redriven, fresh)
-        if prepare_batch is not None and fresh:
+        received = _Received(messages, redriven)
+        for message in messages:
+            skip = skip_previously_acked and message.previously_acked
+            (received.duplicates if skip else received.fresh).append(message)
+        if received.fresh:
             try:
-                received.prepared = prepare_batch(fresh)
+                received.prepared = prepare(received.fresh)
             except Exception as exc:  # retried with the batch: see the apply below
                 received.prepare_error = exc
         return received
@@ -589,7 +593,8 @@ def drain(
         last_ack: Future | None = None
         while next_batch is not None:
             received: _Received = next_batch.result()
-            messages, redriven, fresh = received.messages, received.redriven, received.fresh
+            messages, redriven = received.messages, received.redriven
+            fresh, duplicates = received.fresh, received.duplicates
             next_batch = None
             if redriven:
                 report.dead_lettered += len(redriven)
@@ -609,16 +614,10 @@ def drain(
                 next_batch = background.submit(receive_batch)
             report.batches += 1
             report.received += len(messages)
-            duplicates = [m for m in messages if skip_previously_acked and m.previously_acked]
             try:
                 if received.prepare_error is not None:
                     raise received.prepare_error
-                if not fresh:
-                    outcome = BatchOutcome()
-                elif prepare_batch is not None:
-                    outcome = apply_batch(received.prepared)
-                else:
-                    outcome = apply_batch(fresh)
+                outcome = apply_batch(received.prepared) if fresh else BatchOutcome()
             except Exception as exc:  # the batch's effect was rolled back: all of it comes again
                 error = f"{type(exc).__name__}: {exc}"
                 # The full error stays with the messages (their retry and dead-letter reason); the

@@ -204,9 +204,12 @@ def is_comment_event(child: dict) -> bool:
     return (child.get("event_type") or child.get("type")) == "Comment"
 
 
-def comment_rows(events: Iterable[dict], seen: set[int]) -> list[tuple]:
+def comment_rows(
+    events: Iterable[dict], seen: set[int], page_ids: set[int] | None = None
+) -> list[tuple]:
     """Comment rows from ticket events (include=comment_events), skipping ids in `seen`
-    (pages overlap at their boundary) and adding the new ones to it."""
+    (pages overlap at their boundary) and adding the new ones to it. `page_ids`, when given,
+    collects every comment id of these events, seen before or not."""
     rows = []
     for event in events:
         ticket_id = event["ticket_id"]
@@ -214,6 +217,8 @@ def comment_rows(events: Iterable[dict], seen: set[int]) -> list[tuple]:
             if not is_comment_event(child):
                 continue
             cid = child["id"]
+            if page_ids is not None:
+                page_ids.add(cid)
             if cid in seen:
                 continue
             seen.add(cid)

@@ -36,7 +36,6 @@ from assets.tickets.rules import (
     USER_COLUMNS,
     comment_rows,
     group_rows,
-    is_comment_event,
     next_events_start,
     page_users,
     ticket_rows,
@@ -395,15 +394,11 @@ def load_comment_page(
     new_cursor: int,
     stats: CommentSyncStats,
 ) -> None:
-    rows = comment_rows(events, stats.seen)
     # only the next page can repeat this page's comments (it starts at this page's last second),
     # so the ids of this page are all a sync needs to remember, not every id it has seen
-    stats.seen = {
-        child["id"]
-        for event in events
-        for child in event.get("child_events") or ()
-        if is_comment_event(child)
-    }
+    page_ids: set[int] = set()
+    rows = comment_rows(events, stats.seen, page_ids)
+    stats.seen = page_ids
     begin_page(conn)
     inserted = 0
     if rows:

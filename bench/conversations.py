@@ -3,21 +3,23 @@
 1. queue -> tickets: messages per second through the real `messages` drain (postgres queue
    backend, validation, VADER sentiment, language of new tickets, origin/thread/ticket routing, the
    state machine, COPY of messages and tickets, derived properties, work-queue membership and
-   counters, ack) for a sandbox stream of 200,000 messages over 20,000 authors (goal: 5,000/s);
+   counters, ack), applied in `--processes` worker processes split by tenant as the drain asset
+   does for a backlog, for a sandbox stream of 200,000 messages over 20,000 authors (goal:
+   5,000/s);
 2. closure sweep: the time of one sweep closing 100,000 due tickets that sit in work queues
    (goal: under 10 s).
 
 Runs its own embedded PostgreSQL in a temporary SUPPORTFLOW_HOME. Before any timing it stores a
 production-sized history (`--history`, default 1,000,000 messages of another tenant on 100,000
-closed tickets, and their acknowledged ids in the queue's ledger), so indexes and the ledger are as
-deep as a running platform's; nothing is truncated between the phases but the timed drain's own
-acknowledged ids.
+closed tickets), so indexes are as deep as a running platform's; nothing is truncated between the
+phases.
 
     .venv/bin/python bench/conversations.py [--messages 200000] [--authors 20000]
-        [--due-tickets 100000] [--batch-size 2000] [--unique-texts]
+        [--due-tickets 100000] [--batch-size 2000] [--processes N] [--unique-texts]
 
 The stream's customer texts come from phrase lists: about 85 % repeat a text seen before, and the
-drain scores each distinct text once per process (as it does in production). Real customers repeat
+drain scores each distinct text once per process (as it does in production; each worker process
+has its own cache). Real customers repeat
 themselves less: `--unique-texts` gives every customer message a text of its own, so every one is
 scored, which is the honest figure for a real channel. Left out: Dagster's run bookkeeping (the
 drain is called directly), and the sensor's launch latency.
@@ -36,18 +38,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from assets.conversations.store import (  # noqa: E402
-    Engines,
-    MessageBatchApplier,
     MessageTally,
     add_origin,
     counter_mismatches,
+    message_drain_stages,
     refresh_membership,
     save_work_queue,
     sweep,
 )
 from resources.queues import BatchOutcome, drain  # noqa: E402
 from resources.runtime import build_resources, warehouse_url  # noqa: E402
-from resources.settings import Settings  # noqa: E402
+from resources.settings import Settings, default_drain_processes  # noqa: E402
 from resources.warehouse import close_pools, stop_embedded_server  # noqa: E402
 from sandbox.conversations import ConversationStream  # noqa: E402
 
@@ -67,10 +68,10 @@ QUEUES = {
 
 def fill_history(db, messages: int, per_ticket: int = 10) -> None:
     """Production-sized state before any timing: tenant `history` with `messages` stored messages
-    (`per_ticket` on each closed ticket, one ticket per thread, sent over the last 14 days) and
-    the queue's 14-day ledger of acknowledged ids for as many bodies, so the messages table's
-    unique key, GIN and b-tree indexes, the tickets' and threads' tables and the ledger are as
-    deep as a running platform's when the timed drain writes into them."""
+    (`per_ticket` on each closed ticket, one ticket per thread, sent over the last 14 days), so
+    the messages table's unique key, GIN and b-tree indexes and the tickets' and threads' tables
+    are as deep as a running platform's when the timed drain writes into them (queue `messages`
+    keeps no ledger of acknowledged ids: its consumer knows duplicates by (tenant, message_id))."""
     tickets = max(messages // per_ticket, 1)
     (origin_id,) = db.execute(
         "insert into control.origins (tenant_id, name, channel, ref) "
@@ -118,15 +119,6 @@ def fill_history(db, messages: int, per_ticket: int = 10) -> None:
         """,
         (per_ticket,),
     )
-    db.execute(
-        """
-        insert into control.queue_acks (queue, dedup_id, acked_at)
-        select 'messages', 'message:history:history-' || n,
-               now() - make_interval(secs => n * 1209600.0 / %(total)s)
-        from generate_series(1, %(total)s) as n
-        """,
-        {"total": messages},
-    )
     db.execute("vacuum analyze")
 
 
@@ -150,6 +142,7 @@ def bench_drain(
     batch_size: int,
     unique_texts: bool = False,
     history: int = 0,
+    processes: int = 1,
 ) -> None:
     queues, warehouse = resources["queues"], resources["warehouse"]
     tenants = ("acme", "globex")
@@ -183,29 +176,24 @@ def bench_drain(
     drain(queues, "messages", lambda batch: BatchOutcome(), batch_size=batch_size,
           max_seconds=7200, skip_previously_acked=False)  # fmt: skip
     queue_only = time.perf_counter() - started
-    # the timed drain's ids are acknowledged afresh: only the history's stay in the ledger
-    db.execute(
-        "delete from control.queue_acks where queue = 'messages' "
-        "and dedup_id not like 'message:history:%'"
-    )
 
     started = time.perf_counter()
     queues.send("messages", bodies)
     published = time.perf_counter() - started
 
-    engines = Engines.default()
     tally = MessageTally()
     started = time.perf_counter()
-    applier = MessageBatchApplier(warehouse.connection, tally, engines=engines)
-    report = drain(
-        queues,
-        "messages",
-        applier.apply,
-        prepare_batch=applier.prepare,
-        batch_size=batch_size,
-        max_seconds=7200,
-        skip_previously_acked=False,
-    )
+    # as the drain asset does: the lanes' worker processes start inside the timing
+    with message_drain_stages(warehouse, tally, lanes=processes) as (prepare, apply):
+        report = drain(
+            queues,
+            "messages",
+            apply,
+            prepare_batch=prepare,
+            batch_size=batch_size,
+            max_seconds=7200,
+            skip_previously_acked=False,
+        )
     elapsed = time.perf_counter() - started
     assert report.received == len(bodies) and report.rejected == 0, report
     assert tally.stored == len(truth.planned), (tally, len(truth.planned))
@@ -221,22 +209,16 @@ def bench_drain(
         f"{len(truth.removed) + len(truth.hidden) + len(truth.unhidden):,} moderated) "
         f"over {authors:,} authors, batches of {batch_size}"
         + (", every customer text unique" if unique_texts else "")
+        + f", applied in {processes} process(es)"
     )
     print(f"  generate stream:            {generated:>8.1f} s")
     if history:
-        print(
-            f"  history before timing:      {history:,} messages stored and their ids "
-            f"acknowledged ({filled:.0f} s to fill)"
-        )
+        print(f"  history before timing:      {history:,} messages stored ({filled:.0f} s to fill)")
     print(f"  publish (COPY into queue):  {len(bodies) / published:>10,.0f} bodies/s")
     print(f"  queue alone (receive+ack):  {len(bodies) / queue_only:>10,.0f} messages/s")
     print(
         f"  drain (receive+apply+ack):  {len(bodies) / elapsed:>10,.0f} messages/s  "
         f"({elapsed:.1f} s; {tickets:,} tickets, {members:,} queue memberships)"
-    )
-    print(
-        f"  distinct customer texts scored: {engines.texts_scored:,} "
-        "(each distinct text once per process)"
     )
 
 
@@ -313,7 +295,14 @@ def main() -> None:
         "--history",
         type=int,
         default=1_000_000,
-        help="messages already stored (and acknowledged) before the timed drain",
+        help="messages already stored before the timed drain",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=default_drain_processes(),
+        help="worker processes the drain applies in (SUPPORTFLOW_DRAIN_PROCESSES; default: "
+        "one per core, at most 4); 1 applies in the drain's own process",
     )
     parser.add_argument(
         "--unique-texts",
@@ -339,6 +328,7 @@ def main() -> None:
                 args.batch_size,
                 unique_texts=args.unique_texts,
                 history=args.history,
+                processes=args.processes,
             )
             bench_sweep(resources, db, args.due_tickets)
     finally:

@@ -11,7 +11,8 @@ dead-letter queue (see `resources/sqs.py`). Both give the same semantics:
 - `retry_later` hides a message for a growing delay (capped at 300 s);
 - each message carries a `dedup_id`: the idempotency key its producer declares
   (`send(..., dedup_key=...)`), or the hash of its canonical JSON when it has none; a message whose
-  id was acknowledged before arrives flagged `previously_acked`, so the consumer can skip it.
+  id was acknowledged before arrives flagged `previously_acked`, so the consumer can skip it
+  (on every queue but those of `QUEUES_WITHOUT_LEDGER`, whose consumers keep keys of their own).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ QUEUE_NAMES = (
     "messages",
     "conversation_events",
 )
+# Queues whose consumers keep idempotency keys of their own and never look at `previously_acked`
+# (conversations: a message is stored once per (tenant, message_id), an event's id is claimed in
+# raw.conversation_event_ids). Their acknowledged ids are neither written to the ledger nor looked
+# up there on receive: that was a third of what the queue cost per message.
+QUEUES_WITHOUT_LEDGER = frozenset({"messages", "conversation_events"})
 # Drain runs are tagged with their queue: one at a time per queue (sensors, run coordinator).
 QUEUE_TAG = "supportflow/queue"
 
@@ -69,6 +75,11 @@ def validate_queue_name(queue: str) -> str:
     raise QueueError(
         f"unknown queue {queue!r}: expected one of {', '.join(QUEUE_NAMES)} or email_events.<pod>"
     )
+
+
+def keeps_ledger(queue: str) -> bool:
+    """Whether the queue's acknowledged ids go to the ledger (`control.queue_acks`)."""
+    return queue not in QUEUES_WITHOUT_LEDGER
 
 
 def dedup_id_for(body: dict[str, Any], dedup_key: DedupKey | None = None) -> str:
@@ -284,7 +295,7 @@ class PostgresQueues(QueueResource):
             where m.message_id = picked.message_id and picked.receive_count < %(max)s
             returning m.message_id, m.message_id || ':' || m.lease_token, m.dedup_id, m.body,
                       m.receive_count, m.enqueued_at,
-                      exists (select 1 from control.queue_acks a
+                      %(ledger)s and exists (select 1 from control.queue_acks a
                               where a.queue = m.queue and a.dedup_id = m.dedup_id)
         )
         select e.moved, u.*
@@ -309,6 +320,7 @@ class PostgresQueues(QueueResource):
             "limit": max_messages,
             "timeout": float(visibility_timeout),
             "max": self.max_receives,
+            "ledger": keeps_ledger(queue),
         }
         # A message visible again after using all its receives was never acknowledged: its
         # consumer died each time. It goes to the dead-letter table, as SQS redrive does. Only
@@ -372,12 +384,12 @@ class PostgresQueues(QueueResource):
                     returning m.queue, m.dedup_id
                 ), remembered as (
                     insert into control.queue_acks (queue, dedup_id)
-                    select queue, dedup_id from deleted
+                    select queue, dedup_id from deleted where queue <> all(%s::text[])
                     on conflict do nothing
                 )
                 select count(*) from deleted
                 """,
-                (receipts,),
+                (receipts, sorted(QUEUES_WITHOUT_LEDGER)),
             ).fetchone()
         return int(row[0])
 

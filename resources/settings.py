@@ -90,6 +90,11 @@ def _sqs_wait_seconds(env: Mapping[str, str], name: str) -> int:
     return value
 
 
+def default_drain_processes() -> int:
+    """One worker per core this process may use, at most 4 (the database needs cores too)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in (env.get(name) or "").split(",") if part.strip())
 
@@ -150,6 +155,8 @@ class Settings:
     partitions_start: str = DEFAULT_PARTITIONS_START
     # SQS long polling: how long a receive from an empty queue waits (SQS allows 0 to 20 s)
     sqs_wait_seconds: int = 10
+    # worker processes a drain may apply a deep backlog in (the conversations messages drain)
+    drain_processes: int = 1
     # SUPPORTFLOW_SECRETS_ARN, and which variables took their value from that secret.
     secrets_arn: str | None = None
     from_secrets_manager: frozenset[str] = field(default_factory=frozenset)
@@ -201,6 +208,7 @@ class Settings:
             ),
             partitions_start=partitions_start_from_env(env),
             sqs_wait_seconds=_sqs_wait_seconds(env, "SUPPORTFLOW_SQS_WAIT_SECONDS"),
+            drain_processes=_int(env, "SUPPORTFLOW_DRAIN_PROCESSES", default_drain_processes()),
             secrets_arn=secrets_arn,
             from_secrets_manager=from_secrets_manager,
             from_process_env=frozenset(

@@ -12,7 +12,8 @@ SQS moves such a message silently.
 
 SQS forgets a message once it is deleted, so the ids of acknowledged messages are kept in the
 warehouse table `control.queue_acks` (keyed by the SQS queue name): a later duplicate arrives
-flagged `previously_acked`, exactly as with the postgres backend.
+flagged `previously_acked`, exactly as with the postgres backend (on the queues that keep the
+ledger: see `resources.queues.QUEUES_WITHOUT_LEDGER`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from resources.queues import (
     QueueStats,
     dedup_id_for,
     encode_body,
+    keeps_ledger,
     report_redriven,
     validate_queue_name,
 )
@@ -173,8 +175,8 @@ class SqsQueues(QueueResource):
             client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
             return url
 
-    def _acked(self, sqs_name: str, dedup_ids: Sequence[str]) -> set[str]:
-        if not dedup_ids:
+    def _acked(self, queue: str, sqs_name: str, dedup_ids: Sequence[str]) -> set[str]:
+        if not dedup_ids or not keeps_ledger(queue):
             return set()
         with self._ledger_pool().connection() as conn:
             rows = conn.execute(
@@ -309,24 +311,29 @@ class SqsQueues(QueueResource):
                     enqueued_at=datetime.fromtimestamp(sent_ms / 1000, UTC) if sent_ms else None,
                 )
             )
-        acked = self._acked(sqs_name, [m.dedup_id for m in messages])
+        acked = self._acked(queue, sqs_name, [m.dedup_id for m in messages])
         return [replace(m, previously_acked=m.dedup_id in acked) for m in messages]
 
     def ack(self, messages: Sequence[Message]) -> int:
         if not messages:
             return 0
         # The ledger first: if a delete is lost, the redelivered copy is flagged and skipped.
-        with self._ledger_pool().connection() as conn:
-            pairs = {(sqs_queue_name(self.prefix, m.queue), m.dedup_id) for m in messages}
+        pairs = {
+            (sqs_queue_name(self.prefix, m.queue), m.dedup_id)
+            for m in messages
+            if keeps_ledger(m.queue)
+        }
+        if pairs:
             queues, dedup_ids = zip(*sorted(pairs), strict=True)
-            conn.execute(
-                """
-                insert into control.queue_acks (queue, dedup_id)
-                select * from unnest(%s::text[], %s::text[])
-                on conflict do nothing
-                """,
-                (list(queues), list(dedup_ids)),
-            )
+            with self._ledger_pool().connection() as conn:
+                conn.execute(
+                    """
+                    insert into control.queue_acks (queue, dedup_id)
+                    select * from unnest(%s::text[], %s::text[])
+                    on conflict do nothing
+                    """,
+                    (list(queues), list(dedup_ids)),
+                )
         deleted = 0
         by_queue: dict[str, list[Message]] = {}
         for message in messages:

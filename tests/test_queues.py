@@ -226,11 +226,12 @@ def test_duplicate_of_an_acknowledged_id_is_flagged(queues):
 def test_the_producer_declares_the_idempotency_key(queues):
     """The same id in two tenants is two messages when the producer's key says so; without a key
     (or without a usable id) a message is known by the hash of its canonical JSON."""
+    # queue `feedback` keeps the ledger (`messages` does not: see the test after this one)
     acme = {"tenant_id": "acme", "message_id": "m-1", "text": "hello"}
     globex = {"tenant_id": "globex", "message_id": "m-1", "text": "hello"}
-    queues.send("messages", [acme, globex], dedup_key=message_key)
-    first = wait_until_received(queues, "messages", max_messages=10, visibility_timeout=30)
-    first += queues.receive("messages", max_messages=10, visibility_timeout=30)
+    queues.send("feedback", [acme, globex], dedup_key=message_key)
+    first = wait_until_received(queues, "feedback", max_messages=10, visibility_timeout=30)
+    first += queues.receive("feedback", max_messages=10, visibility_timeout=30)
     assert sorted(m.dedup_id for m in first) == ["message:acme:m-1", "message:globex:m-1"]
     queues.ack(first)
 
@@ -238,17 +239,34 @@ def test_the_producer_declares_the_idempotency_key(queues):
                            separators=(",", ":"))  # fmt: skip
     hashed = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     resent = [{**acme, "text": "hello again"}, {"message_id": "m-2", "text": "hello"}]
-    queues.send("messages", resent, dedup_key=message_key)
-    again = wait_until_received(queues, "messages", max_messages=10, visibility_timeout=30)
-    again += queues.receive("messages", max_messages=10, visibility_timeout=30)
+    queues.send("feedback", resent, dedup_key=message_key)
+    again = wait_until_received(queues, "feedback", max_messages=10, visibility_timeout=30)
+    again += queues.receive("feedback", max_messages=10, visibility_timeout=30)
     by_id = {m.dedup_id: m for m in again}
     assert set(by_id) == {"message:acme:m-1", hashed}
     assert by_id["message:acme:m-1"].previously_acked  # a re-send of an applied message
     queues.ack([by_id["message:acme:m-1"]])
     assert not by_id[hashed].previously_acked  # no tenant: no usable key, the body's hash
     queues.dead_letter(by_id[hashed], "tenant_id: missing")
-    [dead] = queues.dead_letters("messages")
+    [dead] = queues.dead_letters("feedback")
     assert dead.dedup_id == hashed and dead.error == "tenant_id: missing"
+
+
+def test_the_conversations_queues_keep_no_ledger(queues, db):
+    """The conversations consumers know their duplicates by keys of their own: their queues'
+    acknowledged ids cost no ledger write on ack and no lookup on receive."""
+    body = {"tenant_id": "acme", "message_id": "m-1", "text": "hello"}
+    for _ in range(2):
+        queues.send("messages", [body], dedup_key=message_key)
+        [received] = wait_until_received(queues, "messages", visibility_timeout=30)
+        assert not received.previously_acked and received.dedup_id == "message:acme:m-1"
+        assert queues.ack([received]) == 1
+    assert queues.receive("messages", visibility_timeout=30) == []
+    ledger = db.execute(
+        "select queue from control.queue_acks where queue like '%%messages' and dedup_id = %s",
+        ("message:acme:m-1",),
+    ).fetchall()
+    assert ledger == []
 
 
 def test_drain_applies_rejects_and_retries(queues, resources):

@@ -14,12 +14,13 @@ import dagster as dg
 
 from assets.conversations.rules import DEFAULT_CLOSE_AFTER_MINUTES, STATES
 from assets.conversations.store import (
+    LANE_BACKLOG,
     Engines,
-    MessageBatchApplier,
     MessageTally,
     compute_conversation_daily,
     counter_mismatches,
     event_batch_applier,
+    message_drain_stages,
     recount_counters,
     sweep,
 )
@@ -39,9 +40,12 @@ CLOSURE_JOB = "conversation_closure"
 
 
 class ConversationSettings(dg.ConfigurableResource):
-    """The closure period (SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES); tenants may override it."""
+    """The closure period (SUPPORTFLOW_TICKET_CLOSE_AFTER_MINUTES; tenants may override it) and
+    how many worker processes the messages drain applies a deep backlog in
+    (SUPPORTFLOW_DRAIN_PROCESSES)."""
 
     close_after_minutes: int = DEFAULT_CLOSE_AFTER_MINUTES
+    drain_processes: int = 1
 
 
 class DrainConfig(dg.Config):
@@ -184,16 +188,19 @@ def conversation_messages_drain(
     conversation_settings: ConversationSettings,
 ):
     tally = MessageTally()
-    applier = MessageBatchApplier(
-        warehouse.connection,
+    # a deep backlog is split by tenant over worker processes; a few messages are not worth
+    # starting them
+    lanes = conversation_settings.drain_processes
+    if lanes > 1 and queues.depth("messages") < LANE_BACKLOG:
+        lanes = 1
+    with message_drain_stages(
+        warehouse,
         tally,
-        engines=Engines.default(),
+        lanes=lanes,
         default_close_after=conversation_settings.close_after_minutes,
-    )
-    report = _drain(
-        queues, "messages", applier.apply, alerts, config, prepare_batch=applier.prepare
-    )
-    context.log.info("drained messages: %s, %s", report, tally)
+    ) as (prepare, apply):
+        report = _drain(queues, "messages", apply, alerts, config, prepare_batch=prepare)
+    context.log.info("drained messages in %d process(es): %s, %s", lanes, report, tally)
     yield dg.MaterializeResult(
         asset_key="conversation_messages",
         metadata={
@@ -444,7 +451,16 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
             conversation_daily_job,
         ],
         schedules=[conversation_closure_schedule, conversation_daily_schedule],
-        resources={"conversation_settings": ConversationSettings(close_after_minutes=minutes)},
+        resources={
+            "conversation_settings": ConversationSettings(
+                close_after_minutes=minutes,
+                drain_processes=(
+                    settings.for_dagster("SUPPORTFLOW_DRAIN_PROCESSES", settings.drain_processes)
+                    if settings is not None
+                    else 1
+                ),
+            )
+        },
     )
 
 

@@ -12,11 +12,12 @@ result set-based (COPY and one statement per table), not one round trip per mess
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -63,7 +64,9 @@ from assets.conversations.rules import (
     validate_condition,
 )
 from assets.feedback.rules import score_sentiment
+from resources.lanes import LanePart, ProcessLanes
 from resources.queues import BatchOutcome, Message
+from resources.warehouse import WarehouseResource
 
 LOCK_NAMESPACE = 727600  # first key of the per-tenant advisory locks (see the 0600 migration)
 LANGUAGE_CHARS = 400  # py3langid is sure of a language well within this many characters
@@ -741,6 +744,10 @@ class MessageTally:
 
     def as_metadata(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    def add(self, other: MessageTally) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -1732,6 +1739,73 @@ class MessageBatchApplier:
 
     def __call__(self, messages: list[Message]) -> BatchOutcome:
         return self.apply(self.prepare(messages))
+
+
+# --- the messages drain in worker processes -----------------------------------------------------
+
+# A backlog at least this deep is applied in lanes (worker processes, one per tenant hash): a
+# worker's start-up (a second or two) is repaid after about ten batches.
+LANE_BACKLOG = 20_000
+
+
+def message_tenant(message: Message) -> str:
+    """The lane key of a body of queue `messages`: its tenant (a body without one is rejected by
+    whichever lane gets it)."""
+    body = message.body
+    tenant = body.get("tenant_id") if isinstance(body, dict) else None
+    return tenant if isinstance(tenant, str) else ""
+
+
+def lane_applier(
+    database_url: str, home: str, default_close_after: int
+) -> Callable[[list[Message]], tuple[BatchOutcome, MessageTally]]:
+    """What a lane's worker process applies its parts with (built in the worker): the drain's
+    prepare and apply stages one after the other, with the part's tally beside the outcome."""
+    warehouse = WarehouseResource(database_url=database_url, home=home)
+    engines = Engines.default()
+
+    def apply(messages: list[Message]) -> tuple[BatchOutcome, MessageTally]:
+        tally = MessageTally()
+        applier = MessageBatchApplier(
+            warehouse.connection, tally, engines=engines, default_close_after=default_close_after
+        )
+        return applier(messages), tally
+
+    return apply
+
+
+@contextmanager
+def message_drain_stages(
+    warehouse: WarehouseResource,
+    tally: MessageTally,
+    *,
+    lanes: int,
+    default_close_after: int = DEFAULT_CLOSE_AFTER_MINUTES,
+) -> Iterator[tuple[Callable[[list[Message]], Any], Callable[[Any], BatchOutcome]]]:
+    """The `(prepare_batch, apply_batch)` of the `messages` drain: in this process (`lanes` 1),
+    or split by tenant over `lanes` worker processes (`resources.lanes`), which run while the
+    block does and stop when it ends. Either way `tally` adds up what was applied."""
+    if lanes <= 1:
+        applier = MessageBatchApplier(
+            warehouse.connection,
+            tally,
+            engines=Engines.default(),
+            default_close_after=default_close_after,
+        )
+        yield applier.prepare, applier.apply
+        return
+    make_apply = functools.partial(
+        lane_applier, warehouse.database_url, warehouse.home, default_close_after
+    )
+    with ProcessLanes(lanes, make_apply, message_tenant) as workers:
+
+        def apply(parts: list[LanePart]) -> BatchOutcome:
+            outcome, tallies = workers.collect(parts)
+            for part_tally in tallies:
+                tally.add(part_tally)
+            return outcome
+
+        yield workers.dispatch, apply
 
 
 # --- origins: disable, enable and replay --------------------------------------------------------

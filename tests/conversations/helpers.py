@@ -41,15 +41,18 @@ def iso(moment: datetime) -> str:
 # --- Dagster --------------------------------------------------------------------------------------
 
 
-def conversation_definitions(resources: dict, close_after_minutes: int = 180) -> dg.Definitions:
-    """The conversations domain (closure period `close_after_minutes`) and its sensors."""
+def conversation_definitions(
+    resources: dict, close_after_minutes: int = 180, drain_processes: int = 1
+) -> dg.Definitions:
+    """The conversations domain (closure period `close_after_minutes`, the messages drain's
+    `drain_processes`) and its sensors."""
     domain = build_defs()
     return dg.Definitions.merge(
         dg.Definitions(
             resources={
                 **resources,
                 "conversation_settings": ConversationSettings(
-                    close_after_minutes=close_after_minutes
+                    close_after_minutes=close_after_minutes, drain_processes=drain_processes
                 ),
             }
         ),

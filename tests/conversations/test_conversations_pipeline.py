@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from assets.conversations import defs as conversations_defs
 from assets.conversations import store
 from assets.conversations.defs import conversation_daily, conversation_daily_partitions
 from assets.conversations.rules import parse_event_body, parse_messages_body
@@ -17,6 +18,7 @@ from tests.conversations.helpers import (
     Model,
     ModelOrigin,
     assert_matches_model,
+    conversation_definitions,
     iso,
     run_drain,
     run_sweep,
@@ -186,6 +188,38 @@ def test_generated_stream_end_to_end(
     assert daily_new_tickets(db, day) == sum(
         1 for t in model.tickets.values() if t.created_at.date() == day
     )
+
+
+def test_a_backlog_is_applied_by_tenant_in_worker_processes_with_the_same_result(
+    conv_tables, resources, instance, monkeypatch
+):
+    """A backlog deeper than LANE_BACKLOG (lowered here) is split by tenant over two worker
+    processes: the tickets, states, memberships and counters are the model's, as in one
+    process, and the run's figures add up the workers'."""
+    monkeypatch.setattr(conversations_defs, "LANE_BACKLOG", 100)
+    defs = conversation_definitions(resources, close_after_minutes=180, drain_processes=2)
+    db, queues = conv_tables, resources["queues"]
+    stream = ConversationStream(
+        seed=5, tenants=TENANTS, authors=70, messages=900, start=START, days=2.0
+    )
+    model = set_up(db, stream)
+    bodies = stream.messages()
+    truth = stream.truth()
+    queues.send("messages", bodies)
+    run = run_drain(defs, instance, resources, batch_size=150)
+    model.feed(bodies)
+    assert_matches_model(db, model, TENANTS)
+    (check,) = run.get_asset_check_evaluations()
+    assert check.passed
+    logs = [e.message for e in run.all_events if e.event_type_value == "ENGINE_EVENT"] + [
+        e.user_message for e in instance.all_logs(run.run_id)
+    ]
+    assert any("drained messages in 2 process(es)" in text for text in logs)
+    materialized = {m.asset_key.path[-1]: m for m in run.get_asset_materialization_events()}
+    metadata = materialized["conversation_messages"].materialization.metadata
+    assert metadata["stored"].value == len(truth.planned)
+    assert metadata["already_stored"].value == truth.duplicates
+    assert queues.depth("messages") == 0 and queues.dead_letters("messages") == []
 
 
 def returning_customers(model: Model, when: datetime) -> list[dict]:

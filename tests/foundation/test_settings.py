@@ -31,8 +31,10 @@ def test_email_retention_and_ticket_settings_come_from_the_environment(tmp_path)
             "SES_SNS_TOPIC_ARNS": "arn:aws:sns:eu-west-1:1:a, arn:aws:sns:eu-west-1:1:b",
             "SUPPORTFLOW_PARTITIONS_START": " 2026-06-15 ",
             "SUPPORTFLOW_SQS_WAIT_SECONDS": "0",
+            "SUPPORTFLOW_DRAIN_PROCESSES": "3",
         }
     )
+    assert settings.drain_processes == 3
     assert settings.partitions_start == "2026-06-15"
     assert settings.sqs_wait_seconds == 0
     assert settings.home == tmp_path.resolve()
@@ -59,12 +61,15 @@ def test_defaults_when_nothing_is_set(tmp_path):
     assert settings.secret_key is None and settings.email_internal_senders == ()
     assert settings.partitions_start == "2026-11-01"
     assert settings.sqs_wait_seconds == 10
+    assert 1 <= settings.drain_processes <= 4
 
 
 BAD_VALUES = [
     ("SUPPORTFLOW_EMAIL_TIMEZONE", "Mars/Olympus_Mons", "IANA time zone"),
     ("SUPPORTFLOW_EMAIL_RETENTION_DAYS", "seven", "whole number"),
     ("SUPPORTFLOW_EMAIL_RETENTION_DAYS", "0", "at least 1"),
+    ("SUPPORTFLOW_DRAIN_PROCESSES", "0", "at least 1"),
+    ("SUPPORTFLOW_DRAIN_PROCESSES", "two", "whole number"),
     ("SUPPORTFLOW_EMAIL_DEFAULT_POD", "eu/1", "letters, digits and dashes"),
     ("SUPPORTFLOW_POD", "eu 1", "letters, digits and dashes"),
     ("SUPPORTFLOW_ACTIVITY_RETENTION_DAYS", "-3", "at least"),

@@ -174,7 +174,7 @@ def bench_drain(
     queues.send("messages", bodies)
     started = time.perf_counter()
     drain(queues, "messages", lambda batch: BatchOutcome(), batch_size=batch_size,
-          max_seconds=7200, skip_previously_acked=False)  # fmt: skip
+          max_seconds=7200, skip_previously_acked=False, raw_bodies=True)  # fmt: skip
     queue_only = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -193,6 +193,7 @@ def bench_drain(
             batch_size=batch_size,
             max_seconds=7200,
             skip_previously_acked=False,
+            raw_bodies=True,
         )
     elapsed = time.perf_counter() - started
     assert report.received == len(bodies) and report.rejected == 0, report

@@ -124,7 +124,9 @@ def _loads_json(data: bytes | str) -> Any:
 @dataclass(frozen=True)
 class Message:
     queue: str
-    body: dict[str, Any]
+    # the JSON object; its JSON text as bytes when received with `raw_bodies` (a consumer that
+    # decodes straight into its own types spares the dict in between)
+    body: Any
     dedup_id: str
     receive_count: int
     receipt: str
@@ -189,10 +191,13 @@ class QueueResource(dg.ConfigurableResource):
         max_messages: int = 10,
         visibility_timeout: float = 60.0,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        *,
+        raw_bodies: bool = False,
     ) -> list[Message]:
         """Up to `max_messages` visible messages, hidden from others for `visibility_timeout`.
         A message back after `max_receives` receives (its consumer kept dying) is moved to the
-        dead-letter queue here instead, and reported to `on_dead_letter` (`drain` alerts)."""
+        dead-letter queue here instead, and reported to `on_dead_letter` (`drain` alerts).
+        `raw_bodies`: each body as its JSON text (bytes), not decoded."""
 
     @abstractmethod
     def ack(self, messages: Sequence[Message]) -> int:
@@ -314,6 +319,8 @@ class PostgresQueues(QueueResource):
         max_messages: int = 10,
         visibility_timeout: float = 60.0,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        *,
+        raw_bodies: bool = False,
     ) -> list[Message]:
         params = {
             "queue": queue,
@@ -334,9 +341,9 @@ class PostgresQueues(QueueResource):
                 # LIMIT rules out a bounded sort, so a plan that sorts (chosen while the table's
                 # statistics are stale, e.g. right after a large send) sorts every visible message.
                 cur.execute("set local enable_sort = off")
-                set_json_loads(_loads_json, cur)
+                set_json_loads(bytes if raw_bodies else _loads_json, cur)
                 found = cur.execute(self._RECEIVE_SQL, params).fetchall()
-            moved = found[0][0]
+            moved = _loads_json(found[0][0]) if raw_bodies else found[0][0]
             rows = [row[1:] for row in found if row[1] is not None]
             for dead in moved:
                 report_redriven(
@@ -553,6 +560,7 @@ def drain(
     max_seconds: float = 600.0,
     skip_previously_acked: bool = True,
     prepare_batch: Callable[[list[Message]], Any] | None = None,
+    raw_bodies: bool = False,
 ) -> DrainReport:
     """Receive, apply, then acknowledge, until the queue has nothing visible (or time is up).
 
@@ -570,6 +578,8 @@ def drain(
     (parsing, validating, scoring texts): it runs on the batch as soon as it is received, beside
     the applying of the one before, and `apply_batch` is then given what it returned instead of
     the messages. If it raises, the whole batch is retried, as when `apply_batch` raises.
+
+    `raw_bodies`: the consumer is given each body as its JSON text (see `QueueResource.receive`).
     """
     report = DrainReport()
     deadline = time.monotonic() + max_seconds
@@ -582,6 +592,7 @@ def drain(
             max_messages=batch_size,
             visibility_timeout=visibility_timeout,
             on_dead_letter=redriven.append,
+            raw_bodies=raw_bodies,
         )
         received = _Received(messages, redriven)
         for message in messages:

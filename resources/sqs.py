@@ -254,9 +254,11 @@ class SqsQueues(QueueResource):
         max_messages: int = 10,
         visibility_timeout: float = 60.0,
         on_dead_letter: Callable[[DeadLetter], None] | None = None,
+        *,
+        raw_bodies: bool = False,
     ) -> list[Message]:
         while True:
-            messages = self._receive_batch(queue, max_messages, visibility_timeout)
+            messages = self._receive_batch(queue, max_messages, visibility_timeout, raw_bodies)
             exhausted = [m for m in messages if m.receive_count > self.max_receives]
             for message in exhausted:
                 # its consumer received it max_receives times and never acknowledged it
@@ -269,7 +271,7 @@ class SqsQueues(QueueResource):
                 return kept
 
     def _receive_batch(
-        self, queue: str, max_messages: int, visibility_timeout: float
+        self, queue: str, max_messages: int, visibility_timeout: float, raw_bodies: bool = False
     ) -> list[Message]:
         url = self._queue_url(queue)
         sqs_name = sqs_queue_name(self.prefix, queue)
@@ -297,9 +299,11 @@ class SqsQueues(QueueResource):
         messages = []
         for item in raw.values():
             attributes = item.get("MessageAttributes", {})
-            body = json.loads(item["Body"])
             # A message sent around `send` (no dedup_id attribute) is known by its body's hash.
-            dedup_id = attributes.get("dedup_id", {}).get("StringValue") or dedup_id_for(body)
+            dedup_id = attributes.get("dedup_id", {}).get("StringValue")
+            body = item["Body"].encode() if raw_bodies else json.loads(item["Body"])
+            if not dedup_id:
+                dedup_id = dedup_id_for(json.loads(item["Body"]))
             sent_ms = int(item.get("Attributes", {}).get("SentTimestamp", 0))
             messages.append(
                 Message(
@@ -389,7 +393,11 @@ class SqsQueues(QueueResource):
         # Copy first, then delete: a crash in between leaves a duplicate, never a loss.
         client.send_message(
             QueueUrl=self._dlq_url(message.queue),
-            MessageBody=json.dumps(message.body, separators=(",", ":"), default=str),
+            MessageBody=(
+                message.body.decode()
+                if isinstance(message.body, bytes)
+                else json.dumps(message.body, separators=(",", ":"), default=str)
+            ),
             MessageAttributes=attributes,
         )
         self._delete(self._queue_url(message.queue), [message.receipt])

@@ -252,6 +252,26 @@ def test_the_producer_declares_the_idempotency_key(queues):
     assert dead.dedup_id == hashed and dead.error == "tenant_id: missing"
 
 
+def test_raw_bodies_are_the_json_text_and_dead_letter_whole(queues):
+    """A consumer that decodes into its own types receives each body as its JSON text; one it
+    rejects reaches the dead-letter queue with the body intact."""
+    bodies = [
+        {"tenant_id": "acme", "message_id": f"m-{n}", "text": "héllo ✓", "n": n} for n in (1, 2)
+    ]
+    queues.send("messages", bodies, dedup_key=message_key)
+    got = receive_at_least(
+        queues, "messages", 2, max_messages=10, visibility_timeout=30, raw_bodies=True
+    )
+    assert all(isinstance(m.body, bytes) for m in got)
+    assert sorted((json.loads(m.body) for m in got), key=lambda b: b["n"]) == bodies
+    assert {m.dedup_id for m in got} == {"message:acme:m-1", "message:acme:m-2"}
+    rejected = next(m for m in got if json.loads(m.body)["n"] == 2)
+    queues.dead_letter(rejected, "invalid message: on purpose")
+    queues.ack([m for m in got if m is not rejected])
+    [dead] = queues.dead_letters("messages")
+    assert dead.body == bodies[1] and dead.error == "invalid message: on purpose"
+
+
 def test_the_conversations_queues_keep_no_ledger(queues, db):
     """The conversations consumers know their duplicates by keys of their own: their queues'
     acknowledged ids cost no ledger write on ack and no lookup on receive."""

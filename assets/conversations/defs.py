@@ -66,6 +66,7 @@ def _drain(
     alerts: AlertsResource,
     config: DrainConfig,
     prepare_batch=None,
+    raw_bodies: bool = False,
 ):
     # The queue's global dedup ledger keys on the bare message_id / event_id, which two tenants
     # may share: every message is applied, and the database's unique keys per tenant make a
@@ -81,6 +82,7 @@ def _drain(
         max_seconds=config.max_seconds,
         skip_previously_acked=False,
         prepare_batch=prepare_batch,
+        raw_bodies=raw_bodies,
     )
 
 
@@ -199,7 +201,10 @@ def conversation_messages_drain(
         lanes=lanes,
         default_close_after=conversation_settings.close_after_minutes,
     ) as (prepare, apply):
-        report = _drain(queues, "messages", apply, alerts, config, prepare_batch=prepare)
+        # the bodies as JSON text: validation decodes them straight into the message types
+        report = _drain(
+            queues, "messages", apply, alerts, config, prepare_batch=prepare, raw_bodies=True
+        )
     context.log.info("drained messages in %d process(es): %s, %s", lanes, report, tally)
     yield dg.MaterializeResult(
         asset_key="conversation_messages",

@@ -1748,11 +1748,24 @@ class MessageBatchApplier:
 LANE_BACKLOG = 20_000
 
 
+class _TenantOf(msgspec.Struct):
+    tenant_id: Any = None
+
+
+_TENANT_OF = msgspec.json.Decoder(_TenantOf)
+
+
 def message_tenant(message: Message) -> str:
-    """The lane key of a body of queue `messages`: its tenant (a body without one is rejected by
-    whichever lane gets it)."""
+    """The lane key of a body of queue `messages` (decoded or its JSON text): its tenant (a body
+    without one is rejected by whichever lane gets it)."""
     body = message.body
-    tenant = body.get("tenant_id") if isinstance(body, dict) else None
+    if isinstance(body, bytes):
+        try:
+            tenant = _TENANT_OF.decode(body).tenant_id  # the other fields are skipped unread
+        except msgspec.DecodeError:
+            return ""
+    else:
+        tenant = body.get("tenant_id") if isinstance(body, dict) else None
     return tenant if isinstance(tenant, str) else ""
 
 

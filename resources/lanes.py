@@ -25,7 +25,9 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,14 +41,26 @@ log = logging.getLogger(__name__)
 # What a worker's applier returns for a part: the drain's outcome, and anything the caller wants
 # back beside it (the conversations drain: its tally of the part).
 LaneResult = tuple[BatchOutcome, Any]
+WATCHDOG_SECONDS = 1.0  # how often a worker checks that its drain is still there
 
 _worker_apply: Callable[[list[Message]], LaneResult] | None = None
 
 
 def _start_worker(make_apply: Callable[[], Callable[[list[Message]], LaneResult]]) -> None:
     global _worker_apply
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="lane-watchdog", daemon=True).start()
     _worker_apply = make_apply()
     gc.freeze()  # what start-up loaded lives as long as the worker: out of the collector's walks
+
+
+def _exit_with(parent: int) -> None:
+    """A worker outlives a killed drain (its queue's pipe stays open in the worker itself): it
+    leaves when its parent is gone. A part it was applying is rolled back with its connection,
+    and its messages, never acknowledged, come again."""
+    while os.getppid() == parent:
+        time.sleep(WATCHDOG_SECONDS)
+    os._exit(1)
 
 
 def _apply_part(messages: list[Message]) -> LaneResult:
@@ -117,17 +131,18 @@ class ProcessLanes:
         with self._lock:
             for message in messages:
                 by_lane.setdefault(self.lane_of(message), []).append(message)
-        parts = []
-        for lane, part in sorted(by_lane.items()):
+        return [self._submit(lane, part) for lane, part in sorted(by_lane.items())]
+
+    def _submit(self, lane: int, messages: list[Message]) -> LanePart:
+        with self._lock:
             pool = self._pools[lane]
-            try:
-                future = pool.submit(_apply_part, part)
-            except BrokenProcessPool:
-                self._replace(lane, pool)
-                pool = self._pools[lane]
-                future = pool.submit(_apply_part, part)
-            parts.append(LanePart(lane, part, pool, future))
-        return parts
+        try:
+            return LanePart(lane, messages, pool, pool.submit(_apply_part, messages))
+        except (BrokenProcessPool, RuntimeError):  # its worker died, or it was just replaced
+            self._replace(lane, pool)
+        with self._lock:
+            pool = self._pools[lane]
+        return LanePart(lane, messages, pool, pool.submit(_apply_part, messages))
 
     def collect(self, parts: Sequence[LanePart]) -> tuple[BatchOutcome, list[Any]]:
         """Wait for the parts of one batch: their merged outcome (a part that raised is failed

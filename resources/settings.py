@@ -92,7 +92,9 @@ def _sqs_wait_seconds(env: Mapping[str, str], name: str) -> int:
 
 def default_drain_processes() -> int:
     """One worker per core this process may use, at most 4 (the database needs cores too)."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:

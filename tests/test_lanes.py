@@ -96,6 +96,50 @@ def test_a_part_that_raises_or_whose_worker_dies_is_failed_whole_and_the_lane_go
         assert sorted(s for _, seen in extras for s in seen) == sorted([(a, 3), (b, 2)])
 
 
+ORPHANING_DRAIN = """
+import os, sys, time
+from resources.lanes import ProcessLanes
+from resources.queues import Message
+from tests.test_lanes import by_key, recording_apply
+
+lanes = ProcessLanes(1, recording_apply, by_key)
+parts = lanes.dispatch([Message("messages", {"key": "a", "n": 1}, "d", 1, "r")])
+_, extras = lanes.collect(parts)
+print(extras[0][0], flush=True)
+os._exit(9)  # as a killed run: no shutdown, no cleanup
+"""
+
+
+def test_a_worker_leaves_when_its_drain_is_killed(tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"  # a file, not a pipe: a worker left behind would hold a pipe open
+    with out.open("w") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-c", ORPHANING_DRAIN], cwd=root, stdout=stdout, timeout=120,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(root)},
+        )  # fmt: skip
+    assert done.returncode == 9, out.read_text()
+    worker = int(out.read_text().split()[-1])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and running(worker):
+        time.sleep(0.2)
+    assert not running(worker)
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has exited: it only waits to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_lane_count_below_one_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         ProcessLanes(0, recording_apply, by_key)

@@ -1743,8 +1743,8 @@ class MessageBatchApplier:
 
 # --- the messages drain in worker processes -----------------------------------------------------
 
-# A backlog at least this deep is applied in lanes (worker processes, one per tenant hash): a
-# worker's start-up (a second or two) is repaid after about ten batches.
+# A backlog at least this deep is applied in lanes (worker processes, tenants spread over them):
+# a worker's start-up (a second or two) is repaid after about ten batches.
 LANE_BACKLOG = 20_000
 
 

@@ -34,7 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from resources.queues import BatchOutcome, Message
+from resources.queues import BatchOutcome, Message, failed_whole, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,13 @@ class ProcessLanes:
             except Exception as exc:  # the part's transaction rolled back, or its worker died
                 if isinstance(exc, BrokenProcessPool):
                     self._replace(part.lane, part.pool)
-                # the log gets the error's kind only: a database error can quote the values
                 log.warning(
                     "lane %d: part of %d failed, will retry: %s",
                     part.lane,
                     len(part.messages),
-                    type(exc).__name__,
+                    kind_of(exc),
                 )
-                error = f"{type(exc).__name__}: {exc}"
-                outcome.failed.update({m.receipt: error for m in part.messages})
+                outcome.failed.update(failed_whole(part.messages, exc))
                 continue
             outcome.rejected.update(part_outcome.rejected)
             outcome.failed.update(part_outcome.failed)

@@ -524,6 +524,20 @@ class DrainReport:
 AlertFn = Callable[[str, str, dict[str, Any]], None]
 
 
+def kind_of(exc: Exception) -> str:
+    """What a log or alert may say of an error: its kind (and SQLSTATE), never its text, which
+    for a database error can quote the data's values."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
+def failed_whole(messages: Sequence[Message], exc: Exception) -> dict[str, str]:
+    """Every message of a batch whose effect was rolled back, failed with the full error (their
+    retry and dead-letter reason)."""
+    error = f"{type(exc).__name__}: {exc}"
+    return {m.receipt: error for m in messages}
+
+
 @dataclass
 class _Received:
     """A batch as the drain's background thread hands it over."""
@@ -642,17 +656,10 @@ def drain(
                     raise received.prepare_error
                 outcome = apply_batch(received.prepared) if fresh else BatchOutcome()
             except Exception as exc:  # the batch's effect was rolled back: all of it comes again
-                error = f"{type(exc).__name__}: {exc}"
-                # The full error stays with the messages (their retry and dead-letter reason); the
-                # log gets its kind only: a database error's text can quote the batch's values.
                 log.warning(
-                    "queue %s: batch of %d failed, will retry: %s%s",
-                    queue,
-                    len(fresh),
-                    type(exc).__name__,
-                    f" (SQLSTATE {exc.sqlstate})" if getattr(exc, "sqlstate", None) else "",
+                    "queue %s: batch of %d failed, will retry: %s", queue, len(fresh), kind_of(exc)
                 )
-                outcome = BatchOutcome(failed={m.receipt: error for m in fresh})
+                outcome = BatchOutcome(failed=failed_whole(fresh, exc))
             outcome = outcome or BatchOutcome()
             to_ack = list(duplicates)
             dead: list[tuple[Message, str]] = []

@@ -299,11 +299,12 @@ class SqsQueues(QueueResource):
         messages = []
         for item in raw.values():
             attributes = item.get("MessageAttributes", {})
-            # A message sent around `send` (no dedup_id attribute) is known by its body's hash.
             dedup_id = attributes.get("dedup_id", {}).get("StringValue")
-            body = item["Body"].encode() if raw_bodies else json.loads(item["Body"])
-            if not dedup_id:
-                dedup_id = dedup_id_for(json.loads(item["Body"]))
+            body = None if raw_bodies and dedup_id else json.loads(item["Body"])
+            if not dedup_id:  # sent around `send`: known by its body's hash
+                dedup_id = dedup_id_for(body)
+            if raw_bodies:
+                body = item["Body"].encode()
             sent_ms = int(item.get("Attributes", {}).get("SentTimestamp", 0))
             messages.append(
                 Message(

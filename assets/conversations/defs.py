@@ -68,9 +68,9 @@ def _drain(
     prepare_batch=None,
     raw_bodies: bool = False,
 ):
-    # The queue's global dedup ledger keys on the bare message_id / event_id, which two tenants
-    # may share: every message is applied, and the database's unique keys per tenant make a
-    # repeat change nothing.
+    # The conversations' queues keep no ledger of acknowledged ids (QUEUES_WITHOUT_LEDGER):
+    # every message is applied, and the database's unique keys per tenant make a repeat change
+    # nothing.
     return drain(
         queues,
         queue,

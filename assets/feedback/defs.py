@@ -36,7 +36,7 @@ from resources.alerts import AlertsResource
 from resources.columns import table_schema
 from resources.discourse import DiscourseClient, DiscourseError
 from resources.partitions import fresh_within
-from resources.queues import AlertFn, BatchOutcome, Message, QueueResource, drain
+from resources.queues import AlertFn, BatchOutcome, Message, QueueResource, drain, kind_of
 from resources.warehouse import WarehouseResource
 
 GROUP = "feedback"
@@ -92,8 +92,7 @@ def describe_pull_error(exc: Exception) -> str:
     failed (never a credential); any other (a database error may quote data) only its type."""
     if isinstance(exc, DiscourseError | SourceConfigError | FeedbackValidationError):
         return str(exc)[:500]
-    sqlstate = getattr(exc, "sqlstate", None)
-    return type(exc).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+    return kind_of(exc)
 
 
 def pull_sources(
